@@ -1,0 +1,36 @@
+# Set-up and entry points. `make demo` and `make test` set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test test-slow bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt pytest
+	touch $@
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+setup: $(VENV)/.installed $(FASHION_MNIST)
+
+demo: setup
+	OMP_NUM_THREADS=$$(nproc) $(PY) train_search.py experiment=fashion_mnist_cpu hydra.run.dir=$(DEMO_DIR)/search
+	OMP_NUM_THREADS=$$(nproc) $(PY) train_final.py experiment=fashion_mnist_cpu genotype=$(DEMO_DIR)/search \
+		hydra.run.dir=$(DEMO_DIR)/final
+	$(PY) -m darts.summary $(DEMO_DIR)/search $(DEMO_DIR)/final
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf outputs multirun

@@ -1,0 +1,141 @@
+"""Candidate operations and their registry.
+
+Every operation is built as ``OPS[name](C, stride, affine)`` and maps
+``(N, C, H, W)`` to ``(N, C, H/stride, W/stride)``. The supernet builds them
+with ``affine=False`` (and puts a BN after each pool), the final network with
+``affine=True``. New spaces register their operations with :func:`register_op`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from darts.errors import DartsError, choices_message
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+OPS: dict[str, OpFactory] = {}
+
+
+def register_op(name: str):
+    """Register ``factory(C, stride, affine) -> nn.Module`` under ``name``."""
+
+    def decorator(factory: OpFactory) -> OpFactory:
+        if name in OPS:
+            raise ValueError(f"op {name!r} registered twice")
+        OPS[name] = factory
+        return factory
+
+    return decorator
+
+
+def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
+    if name not in OPS:
+        raise DartsError(choices_message("op", name, OPS))
+    return OPS[name](C, stride, affine)
+
+
+def check_ops(names, allowed=None) -> None:
+    """Raise a readable error if any of ``names`` is not a registered (or allowed) op."""
+    valid = OPS if allowed is None else allowed
+    for name in names:
+        if name not in valid:
+            raise DartsError(choices_message("op", name, valid))
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise k x k (dilated), pointwise 1 x 1, BN."""
+
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two DilConv blocks with dilation 1; only the first carries the stride."""
+
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
+        )
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the (strided) output shape."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two 1x1 stride-2 convs, one shifted by a pixel.
+
+    Padding the bottom/right edge before the shift gives the published result on
+    even sizes and keeps both halves the same size on odd ones (e.g. 7 x 7).
+    """
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x):
+        x = self.relu(x)
+        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+register_op("none")(lambda C, stride, affine: Zero(stride))
+register_op("max_pool_3x3")(lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
+register_op("avg_pool_3x3")(
+    lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
+register_op("skip_connect")(
+    lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine))
+register_op("sep_conv_3x3")(lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine))
+register_op("sep_conv_5x5")(lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine))
+register_op("dil_conv_3x3")(lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
+register_op("dil_conv_5x5")(lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
+
+# NAS-Bench-201 operations (ReLU-Conv-BN; pools as above).
+register_op("nor_conv_1x1")(lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
+register_op("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
+
+
+def is_pool(name: str) -> bool:
+    return "pool" in name
+
+
+def is_identity(op: nn.Module) -> bool:
+    return isinstance(op, Identity)

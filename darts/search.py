@@ -1,0 +1,183 @@
+"""The search loop: every strategy, every space, one loop.
+
+``run_search(cfg, run_dir)`` trains the supernet with the configured strategy
+and writes the run directory: genotypes, results, TensorBoard, checkpoints.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from darts import viz
+from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
+                              seed_everything, set_rng_state)
+from darts.data import build_search_data
+from darts.engine import entropy, evaluate, library_versions, refuse_to_overwrite, resolve_device
+from darts.errors import DartsError
+from darts.strategies import build_strategy
+from darts.tracking import MetricAccumulator, RunLogger, write_json
+
+
+def _genotype_record(genotype) -> dict:
+    return {"genotype": genotype.to_dict(), "string": str(genotype)}
+
+
+class SearchRun:
+    """The state of one search and the steps of its loop."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.search_cfg = cfg.search
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        refuse_to_overwrite(self.run_dir, self.checkpoint_path, cfg.resume)
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed, cfg.deterministic)
+
+        self.data = build_search_data(cfg.dataset, self.search_cfg.batch_size, self.search_cfg.train_portion,
+                                      cfg.seed, self.device, self.search_cfg.get("eval_batch_size"))
+        info = self.data.info
+        self.strategy = build_strategy(cfg.strategy)
+        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels).to(self.device)
+        self.epochs = self.search_cfg.epochs
+        max_steps = self.search_cfg.get("max_steps_per_epoch")
+        self.steps_per_epoch = len(self.data.weight_batches) if not max_steps else min(
+            max_steps, len(self.data.weight_batches))
+        if self.steps_per_epoch < 1:
+            raise DartsError(f"the weight split ({len(self.data.weight_indices)} images) has no full batch of "
+                             f"{self.search_cfg.batch_size}; lower search.batch_size")
+        self.strategy.setup(self.model, cfg.optim, self.epochs, self.steps_per_epoch)
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.wall_time_s = 0.0
+        if cfg.resume:
+            self.restore()
+        self.logger = RunLogger(self.run_dir)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()},
+            "alpha_stream": self.data.alpha_stream.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "wall_time_s": self.wall_time_s,
+            "strategy_name": self.strategy.name,
+        }
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        if state.get("strategy_name") != self.strategy.name:
+            raise DartsError(f"checkpoint {self.checkpoint_path} was written by strategy "
+                             f"{state.get('strategy_name')!r}, not {self.strategy.name!r}")
+        load_state_dicts({"model": self.model}, state, f"checkpoint {self.checkpoint_path}")
+        load_state_dicts(self.strategy.checkpointables(), state["strategy"], f"checkpoint {self.checkpoint_path}")
+        self.data.alpha_stream.load_state_dict(state["alpha_stream"])
+        set_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.wall_time_s = state["wall_time_s"]
+        self.start_epoch = state["epoch"] + 1
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> dict:
+        OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)
+        if self.start_epoch == 0:
+            write_json(self.run_dir / "split.json", {
+                "seed": self.cfg.seed, "portion": self.search_cfg.train_portion,
+                "weight_indices": self.data.weight_indices, "alpha_indices": self.data.alpha_indices})
+        else:
+            self.logger.console(f"resuming from epoch {self.start_epoch} of {self.epochs} ({self.checkpoint_path})")
+        alpha_batches = self.data.alpha_stream
+        log_every = self.search_cfg.log_every
+        for epoch in range(self.start_epoch, self.epochs):
+            epoch_start = time.time()
+            self.model.train()
+            self.strategy.start_epoch(epoch)
+            totals, window = MetricAccumulator(), MetricAccumulator()
+            lrs = self.strategy.learning_rates()
+            batches = self.data.weight_batches.epoch(epoch)
+            for step in range(self.steps_per_epoch):
+                metrics = self.strategy.step(next(batches), alpha_batches, epoch)
+                totals.add(metrics)
+                window.add(metrics)
+                if log_every and (step + 1) % log_every == 0:
+                    values = window.read()
+                    window = MetricAccumulator()
+                    global_step = epoch * self.steps_per_epoch + step + 1
+                    self.logger.scalars(values, global_step, prefix="step/")
+                    self.logger.console(f"  epoch {epoch} step {step + 1}/{self.steps_per_epoch} " +
+                                        "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.strategy.end_epoch(epoch)
+            record = {"epoch": epoch, **totals.read(), **lrs}
+            if self.should_evaluate(epoch):
+                result = evaluate(self.model, self.data.alpha_eval_batches)
+                record.update(alpha_eval_loss=result["loss"], alpha_eval_acc=result["top1"])
+            self.wall_time_s += time.time() - epoch_start
+            record["wall_time_s"] = self.wall_time_s
+            self.end_of_epoch(epoch, record)
+        return self.finish()
+
+    def should_evaluate(self, epoch: int) -> bool:
+        every = self.search_cfg.eval_every
+        return epoch == self.epochs - 1 or bool(every and (epoch + 1) % every == 0)
+
+    def end_of_epoch(self, epoch: int, record: dict) -> None:
+        genotype = self.strategy.genotype()
+        weights = self.strategy.arch_weights()
+        for cell, cell_weights in weights.items():
+            record[f"entropy_{cell}"] = entropy(cell_weights)
+        self.history.append(record)
+        self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
+                            prefix="epoch/")
+        for cell, cell_weights in weights.items():
+            self.logger.image(f"alphas/{cell}", viz.alpha_heatmap(cell_weights.cpu(), self.model.primitives,
+                                                                 self.model.steps, title=f"{cell} epoch {epoch}"),
+                              epoch)
+        self.logger.text("genotype", f"`{genotype}`", epoch)
+        drawings = viz.draw_genotype(genotype, self.run_dir / "cells")
+        for cell, path in drawings.items():
+            self.logger.image(f"cells/{cell}", viz.load_png(path), epoch)
+        (self.run_dir / "genotypes").mkdir(exist_ok=True)
+        write_json(self.run_dir / "genotypes" / f"epoch_{epoch:03d}.json", _genotype_record(genotype))
+        save_atomic(self.state(epoch), self.checkpoint_path)
+        self.logger.flush()
+        shown = {k: record[k] for k in ("loss", "acc", "alpha_loss", "alpha_acc", "alpha_eval_acc") if k in record}
+        self.logger.progress("epoch", epoch + 1, self.epochs, shown)
+        self.logger.console(f"  genotype {genotype}")
+
+    def finish(self) -> dict:
+        genotype = self.strategy.genotype()
+        last = self.history[-1] if self.history else {}
+        results = {
+            "kind": "search",
+            "strategy": self.strategy.name,
+            "genotype": genotype.to_dict(),
+            "genotype_string": str(genotype),
+            "alphas": {name: p.detach().cpu().tolist() for name, p in self.model.arch_named_parameters()},
+            "softmax_weights": {cell: w.cpu().tolist() for cell, w in self.strategy.arch_weights().items()},
+            "train_loss": last.get("loss"), "train_acc": last.get("acc"),
+            "alpha_loss": last.get("alpha_loss"), "alpha_acc": last.get("alpha_acc"),
+            "alpha_eval_loss": last.get("alpha_eval_loss"), "alpha_eval_acc": last.get("alpha_eval_acc"),
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "weight_params": sum(p.numel() for p in self.model.weight_parameters()),
+            "wall_time_s": self.wall_time_s,
+            "seed": self.cfg.seed,
+            "device": str(self.device),
+            "versions": library_versions(),
+            "history": self.history,
+        }
+        write_json(self.run_dir / "genotype.json", _genotype_record(genotype))
+        write_json(self.run_dir / "results.json", results)
+        self.logger.close()
+        return results
+
+
+def run_search(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run (or resume) a search in ``run_dir`` and return its results."""
+    return SearchRun(cfg, run_dir).run()

@@ -1,0 +1,32 @@
+"""Search spaces: which supernet a search builds and from which ops."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from darts.errors import DartsError, choices_message
+from darts.ops import check_ops
+from darts.supernet import MixedOp, SuperNet
+
+
+def _darts_space(space, num_classes: int, in_channels: int, mixed_op: Callable[..., nn.Module]) -> nn.Module:
+    return SuperNet(C=space.C, num_classes=num_classes, layers=space.layers, steps=space.steps,
+                    multiplier=space.multiplier, stem_multiplier=space.stem_multiplier,
+                    primitives=list(space.primitives), in_channels=in_channels, mixed_op=mixed_op)
+
+
+SPACES: dict[str, Callable[..., nn.Module]] = {"darts": _darts_space}
+
+
+def build_supernet(space, num_classes: int, in_channels: int, mixed_op: Callable[..., nn.Module] = MixedOp):
+    """The supernet of the space named ``space.name``, restricted to ``space.primitives``."""
+    if space.name not in SPACES:
+        raise DartsError(choices_message("search space", space.name, SPACES))
+    primitives = list(space.primitives)
+    if not primitives:
+        raise DartsError("search space needs at least one op in space.primitives")
+    if len(set(primitives)) != len(primitives):
+        raise DartsError(f"space.primitives lists an op twice: {primitives}")
+    check_ops(primitives)
+    return SPACES[space.name](space, num_classes, in_channels, mixed_op)

@@ -1,0 +1,92 @@
+"""The search-strategy interface.
+
+A strategy decides how the supernet is built and what one search step does
+(which parameters move, on which batches). The search engine only calls the
+methods below, so a new strategy is one module plus one config file.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+from darts.errors import DartsError, choices_message
+from darts.genotypes import Genotype
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+STRATEGIES: dict[str, type["SearchStrategy"]] = {}
+
+
+def register_strategy(name: str):
+    def decorator(cls):
+        if name in STRATEGIES:
+            raise ValueError(f"strategy {name!r} registered twice")
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def build_strategy(cfg) -> "SearchStrategy":
+    """Instantiate the strategy named by ``cfg.name`` with the rest of ``cfg`` as keyword arguments."""
+    # Importing the package registers every built-in strategy.
+    import darts.strategies  # noqa: F401
+
+    name = cfg.get("name")
+    if name not in STRATEGIES:
+        raise DartsError(choices_message("strategy", name, STRATEGIES))
+    options = {key: value for key, value in cfg.items() if key != "name"}
+    try:
+        return STRATEGIES[name](**options)
+    except TypeError as err:
+        raise DartsError(f"strategy {name!r}: bad option: {err}") from None
+
+
+class SearchStrategy(abc.ABC):
+    """One search method. Lifecycle, as the engine drives it:
+
+    ``build_supernet`` -> ``setup`` -> per epoch: ``start_epoch``, ``step`` for
+    every weight batch, ``end_epoch`` -> ``genotype``. ``checkpointables`` names
+    every object whose ``state_dict`` a checkpoint must hold.
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
+        """The supernet for this strategy in the configured space."""
+
+    @abc.abstractmethod
+    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int) -> None:
+        """Create optimisers and schedulers for ``model`` (already on its device)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Hook at the start of an epoch (schedules that depend on the epoch)."""
+
+    @abc.abstractmethod
+    def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
+        """One search step. Returns device tensors for the metric accumulator:
+        ``loss_sum``, ``correct``, ``count`` for the weight batch and, when an
+        alpha step ran, ``alpha_loss_sum``, ``alpha_correct``, ``alpha_count``.
+        Must not synchronise with the device (no ``.item()``)."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Hook at the end of an epoch (learning-rate schedulers)."""
+
+    @abc.abstractmethod
+    def genotype(self) -> Genotype:
+        """The current discrete architecture."""
+
+    @abc.abstractmethod
+    def checkpointables(self) -> dict[str, Any]:
+        """Objects with ``state_dict``/``load_state_dict`` that define the run's state."""
+
+    def learning_rates(self) -> dict[str, float]:
+        return {}
+
+    def arch_weights(self) -> dict[str, torch.Tensor]:
+        """Per-cell (edges, ops) weights to log and plot; default: the supernet's softmax."""
+        return self.model.softmax_weights()

@@ -1,0 +1,189 @@
+"""DARTS (Liu et al., 2019): bilevel gradient descent, first or second order.
+
+Each step is an alpha step on an alpha-split batch, then a weight step on a
+weight-split batch, as published. Every backward pass asks only for the
+gradients it needs (alphas or weights), which skips the other half of the
+backward kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from darts.errors import DartsError
+from darts.genotypes import Genotype
+from darts.spaces import build_supernet
+from darts.strategies.base import Batch, SearchStrategy, register_strategy
+
+HESSIAN_MODES = ("finite_difference", "exact")
+
+
+@contextlib.contextmanager
+def preserved_bn_stats(model: nn.Module):
+    """Run virtual-step passes without moving the BN running statistics."""
+    buffers = [(b, b.clone()) for name, b in model.named_buffers() if "running" in name or "num_batches" in name]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
+def batch_metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Sums (not means) so the engine can accumulate across batches of any size."""
+    count = targets.new_tensor(targets.shape[0], dtype=torch.float32)
+    return {f"{prefix}loss_sum": loss.detach().float() * count,
+            f"{prefix}correct": (logits.detach().argmax(1) == targets).sum().float(),
+            f"{prefix}count": count}
+
+
+@register_strategy("darts")
+class DARTS(SearchStrategy):
+    """order=1: first-order DARTS; order=2: the unrolled (second-order) gradient.
+
+    hessian: how order 2 gets the mixed second derivative
+    ``grad_alpha (grad_w L_train . v)``: ``finite_difference`` as published
+    (eps = 0.01 / ||v||, central difference over 2 eps) or ``exact`` (double
+    backward).
+    """
+
+    def __init__(self, order: int = 1, hessian: str = "finite_difference", arch_start_epoch: int = 0):
+        if order not in (1, 2):
+            raise DartsError(f"strategy.order must be 1 or 2, got {order!r}")
+        if hessian not in HESSIAN_MODES:
+            raise DartsError(f"unknown strategy.hessian {hessian!r}; valid choices: {', '.join(HESSIAN_MODES)}")
+        self.order = order
+        self.hessian = hessian
+        self.arch_start_epoch = arch_start_epoch
+        self.criterion = nn.CrossEntropyLoss()
+
+    # -- construction ------------------------------------------------------------
+    def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
+        return build_supernet(space, num_classes, in_channels)
+
+    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int) -> None:
+        self.model = model
+        self.weights = model.weight_parameters()
+        self.alphas = model.arch_parameters()
+        w_cfg, a_cfg = optim_cfg.weights, optim_cfg.alphas
+        self.grad_clip = w_cfg.grad_clip
+        self.w_optimizer = torch.optim.SGD(self.weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
+                                           weight_decay=w_cfg.weight_decay, foreach=True)
+        self.a_optimizer = torch.optim.Adam(self.alphas, lr=a_cfg.lr, betas=tuple(a_cfg.betas),
+                                            weight_decay=a_cfg.weight_decay, foreach=True)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=epochs,
+                                                                    eta_min=w_cfg.lr_min)
+
+    def checkpointables(self) -> dict:
+        return {"w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler}
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr/weights": self.w_optimizer.param_groups[0]["lr"],
+                "lr/alphas": self.a_optimizer.param_groups[0]["lr"]}
+
+    def genotype(self) -> Genotype:
+        return self.model.genotype()
+
+    def end_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
+
+    # -- one search step -------------------------------------------------------------
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        logits = self.model(inputs)
+        return self.criterion(logits, targets), logits
+
+    def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
+        metrics = {}
+        if epoch >= self.arch_start_epoch:
+            alpha_batch = next(alpha_batches)
+            metrics.update(self.alpha_step(train_batch, alpha_batch))
+        metrics.update(self.weight_step(train_batch))
+        return metrics
+
+    def weight_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss, logits = self.loss(batch)
+        self.w_optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.weights)
+        nn.utils.clip_grad_norm_(self.weights, self.grad_clip, foreach=True)
+        self.w_optimizer.step()
+        return batch_metrics("", loss, logits, batch[1])
+
+    def alpha_step(self, train_batch: Batch, alpha_batch: Batch) -> dict[str, torch.Tensor]:
+        if self.order == 1:
+            loss, logits = self.loss(alpha_batch)
+            grads = torch.autograd.grad(loss, self.alphas)
+        else:
+            grads, loss, logits = self.unrolled_alpha_gradient(train_batch, alpha_batch)
+        for alpha, grad in zip(self.alphas, grads):
+            alpha.grad = grad
+        self.a_optimizer.step()
+        self.a_optimizer.zero_grad(set_to_none=True)
+        return batch_metrics("alpha_", loss, logits, alpha_batch[1])
+
+    # -- second order ------------------------------------------------------------------
+    def virtual_step_direction(self, train_batch: Batch) -> list[torch.Tensor]:
+        """mu * m + grad_w L_train(w, alpha) + lambda * w: the next SGD step before scaling by xi."""
+        group = self.w_optimizer.param_groups[0]
+        momentum, weight_decay = group["momentum"], group["weight_decay"]
+        loss, _ = self.loss(train_batch)
+        grads = torch.autograd.grad(loss, self.weights)
+        direction = []
+        for weight, grad in zip(self.weights, grads):
+            step = grad + weight_decay * weight.detach()
+            buffer = self.w_optimizer.state.get(weight, {}).get("momentum_buffer")
+            if buffer is not None:
+                step = step + momentum * buffer
+            direction.append(step)
+        return direction
+
+    def unrolled_alpha_gradient(self, train_batch: Batch, alpha_batch: Batch):
+        """d alpha = grad_a L_val(w', a) - xi * grad_a,w L_train(w, a) . grad_w' L_val(w', a),
+        with w' = w - xi * (mu * m + grad_w L_train + lambda * w) and xi the current weight lr.
+
+        The virtual step is taken in place on the weights and undone from a copy
+        of the weight tensors, never of the model.
+        """
+        xi = self.w_optimizer.param_groups[0]["lr"]
+        originals = [w.detach().clone() for w in self.weights]
+        with preserved_bn_stats(self.model):
+            direction = self.virtual_step_direction(train_batch)
+            with torch.no_grad():
+                torch._foreach_add_([w.data for w in self.weights], direction, alpha=-xi)
+            loss, logits = self.loss(alpha_batch)
+            grads = torch.autograd.grad(loss, self.alphas + self.weights)
+            d_alpha, v = grads[:len(self.alphas)], grads[len(self.alphas):]
+            with torch.no_grad():
+                torch._foreach_copy_([w.data for w in self.weights], originals)
+            if self.hessian == "exact":
+                hessian_v = self.exact_mixed_hvp(v, train_batch)
+            else:
+                hessian_v = self.finite_difference_mixed_hvp(v, originals, train_batch)
+        arch_grads = [da - xi * hv for da, hv in zip(d_alpha, hessian_v)]
+        return arch_grads, loss, logits
+
+    def finite_difference_mixed_hvp(self, v, originals, train_batch: Batch) -> list[torch.Tensor]:
+        """(grad_a L_train(w + eps v) - grad_a L_train(w - eps v)) / (2 eps), eps = 0.01 / ||v||."""
+        weights = [w.data for w in self.weights]
+        eps = 0.01 / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
+        with torch.no_grad():
+            torch._foreach_add_(weights, torch._foreach_mul(v, eps))
+        grads_plus = torch.autograd.grad(self.loss(train_batch)[0], self.alphas)
+        with torch.no_grad():
+            torch._foreach_add_(weights, torch._foreach_mul(v, -2 * eps))
+        grads_minus = torch.autograd.grad(self.loss(train_batch)[0], self.alphas)
+        with torch.no_grad():
+            torch._foreach_copy_(weights, originals)
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(grads_plus, grads_minus)]
+
+    def exact_mixed_hvp(self, v, train_batch: Batch) -> list[torch.Tensor]:
+        """grad_a (grad_w L_train(w, a) . v) by double backward."""
+        loss, _ = self.loss(train_batch)
+        grads_w = torch.autograd.grad(loss, self.weights, create_graph=True)
+        dot = sum((g * vi).sum() for g, vi in zip(grads_w, v))
+        return list(torch.autograd.grad(dot, self.alphas))

@@ -1,0 +1,43 @@
+"""Print what a search and a final training produced: ``python -m darts.summary SEARCH_DIR FINAL_DIR``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from darts.tracking import format_seconds
+
+
+def _results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} is missing: did that run finish?")
+    return json.loads(path.read_text())
+
+
+def summarise(search_dir: Path, final_dir: Path) -> str:
+    search, final = _results(search_dir), _results(final_dir)
+    lines = [
+        "== demo summary ==",
+        f"genotype:             {search['genotype_string']}",
+        f"search:               {format_seconds(search['wall_time_s'])} wall time "
+        f"({search['wall_time_s']:.0f} s), alpha-split accuracy {search.get('alpha_eval_acc') or 0:.2f} %",
+        f"final training:       {format_seconds(final['wall_time_s'])} wall time ({final['wall_time_s']:.0f} s), "
+        f"{final['epochs']} epochs, {final['images_per_s']:.0f} images/s",
+        f"test accuracy:        top-1 {final['test_top1']:.2f} %, top-5 {final['test_top5']:.2f} %",
+        f"parameters:           {final['params_m']:.3f} M (without the auxiliary head), "
+        f"{final['multiply_adds'] / 1e6:.1f} M multiply-adds",
+        f"total wall time:      {format_seconds(search['wall_time_s'] + final['wall_time_s'])}",
+        f"run directories:      {search_dir}  {final_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m darts.summary SEARCH_DIR FINAL_DIR")
+    print(summarise(Path(argv[0]), Path(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,190 @@
+"""The DARTS supernet: cells of mixed operations weighted by architecture parameters.
+
+The supernet owns its architecture parameters (``alphas_normal``,
+``alphas_reduce``: shape (edges, ops)) as ``nn.Parameter``s, so they travel in
+its ``state_dict``; ``arch_parameters()`` and ``weight_parameters()`` split the
+two sets for the bilevel optimisers. How alphas become per-edge weights is the
+``edge_weighting`` callable, which a search strategy may replace (softmax for
+DARTS, a Gumbel one-hot for GDAS, ...), so strategies never touch the forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from darts.genotypes import PRIMITIVES, Genotype, derive_genotype
+from darts.ops import FactorizedReduce, ReLUConvBN, build_op, check_ops, is_pool
+
+
+@dataclass
+class EdgeWeights:
+    """Per-forward weights of one cell type.
+
+    weights: (edges, ops) mixing weights.
+    active: for sampling strategies, the single op index to run on each edge
+        (a Python list, so choosing it never syncs the device); None = run all.
+    """
+
+    weights: torch.Tensor
+    active: list[int] | None = None
+
+
+def softmax_weighting(alphas: torch.Tensor) -> EdgeWeights:
+    return EdgeWeights(torch.softmax(alphas, dim=-1))
+
+
+class MixedOp(nn.Module):
+    """Weighted sum of every candidate op on one edge.
+
+    ``none`` is never run: it outputs zeros, so its term and its gradient are
+    exactly zero; skipping it saves a launch per edge.
+    """
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str]):
+        super().__init__()
+        self.primitives = tuple(primitives)
+        self.stride = stride
+        ops = []
+        for name in self.primitives:
+            op = build_op(name, C, stride, affine=False)
+            if is_pool(name):
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            ops.append(op)
+        self.ops = nn.ModuleList(ops)
+        self.live = [k for k, name in enumerate(self.primitives) if name != "none"]
+
+    def output_shape_zero(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return torch.zeros_like(x)
+        return x.new_zeros(x.shape[0], x.shape[1], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None) -> torch.Tensor:
+        """x: (N, C, H, W); weights: (ops,) -> (N, C, H/stride, W/stride)."""
+        if active is not None:
+            if active not in self.live:
+                # Sampled `none`: zeros, but keep the weight in the graph for its gradient.
+                return self.output_shape_zero(x) * weights[active]
+            return self.ops[active](x) * weights[active]
+        total = None
+        for k in self.live:
+            term = self.ops[k](x) * weights[k]
+            total = term if total is None else total + term
+        if total is None:  # an op list of only `none`
+            return self.output_shape_zero(x)
+        return total
+
+
+class SearchCell(nn.Module):
+    """A cell whose every edge is a mixed op; outputs the concat of the last `multiplier` nodes."""
+
+    def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str],
+                 mixed_op: Callable[..., nn.Module] = MixedOp):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for node in range(steps):
+            for source in range(node + 2):
+                stride = 2 if reduction and source < 2 else 1
+                self.edges.append(mixed_op(C, stride, primitives))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, edge_weights: EdgeWeights) -> torch.Tensor:
+        weights, active = edge_weights.weights, edge_weights.active
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            node = None
+            for j, h in enumerate(states):
+                edge = offset + j
+                out = self.edges[edge](h, weights[edge], None if active is None else active[edge])
+                node = out if node is None else node + out
+            offset += len(states)
+            states.append(node)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+def num_edges(steps: int) -> int:
+    return sum(node + 2 for node in range(steps))
+
+
+class SuperNet(nn.Module):
+    """Stem, `layers` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
+
+    forward: (N, in_channels, H, W) -> logits (N, num_classes).
+    """
+
+    def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
+                 stem_multiplier: int = 3, primitives: Sequence[str] = PRIMITIVES, in_channels: int = 3,
+                 mixed_op: Callable[..., nn.Module] = MixedOp, alpha_init_scale: float = 1e-3):
+        super().__init__()
+        primitives = list(primitives)
+        check_ops(primitives)
+        self.primitives = primitives
+        self.steps = steps
+        self.multiplier = multiplier
+        self.config = dict(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
+                           stem_multiplier=stem_multiplier, primitives=primitives, in_channels=in_channels)
+
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for layer in range(layers):
+            reduction = layer in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                              primitives, mixed_op)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+        shape = (num_edges(steps), len(primitives))
+        self.alphas_normal = nn.Parameter(alpha_init_scale * torch.randn(shape))
+        self.alphas_reduce = nn.Parameter(alpha_init_scale * torch.randn(shape))
+        self.edge_weighting: Callable[[torch.Tensor], EdgeWeights] = softmax_weighting
+
+    # -- parameter sets ------------------------------------------------------
+    def arch_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(name, p) for name, p in self.named_parameters() if name.startswith(("alphas_", "betas_"))]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.arch_named_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # -- forward ---------------------------------------------------------------
+    def cell_weights(self) -> dict[str, EdgeWeights]:
+        return {"normal": self.edge_weighting(self.alphas_normal),
+                "reduce": self.edge_weighting(self.alphas_reduce)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.cell_weights()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    # -- architecture ------------------------------------------------------------
+    def softmax_weights(self) -> dict[str, torch.Tensor]:
+        """Deterministic softmax of each cell's alphas, (edges, ops), for logging and derivation."""
+        return {"normal": torch.softmax(self.alphas_normal.detach(), -1),
+                "reduce": torch.softmax(self.alphas_reduce.detach(), -1)}
+
+    def genotype(self) -> Genotype:
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.primitives, self.steps)

@@ -1,0 +1,213 @@
+"""Final training: a genotype trained from scratch as a deep network.
+
+``run_final(cfg, run_dir)`` builds the network from the configured genotype,
+trains it with the configured recipe, evaluates the test set for reporting
+only, and writes the run directory: config, genotype, TensorBoard, results,
+per-epoch checkpoints and the exported weights (``model.pt``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+
+from darts import model as networks
+from darts import viz
+from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
+                              seed_everything, set_rng_state)
+from darts.data import build_train_data
+from darts.engine import evaluate, library_versions, refuse_to_overwrite, resolve_device
+from darts.errors import DartsError
+from darts.genotypes import resolve_genotype
+from darts.tracking import MetricAccumulator, RunLogger, write_json
+
+NETWORKS = {"cifar": networks.NetworkCIFAR, "imagenet": networks.NetworkImageNet}
+SCHEDULES = ("cosine", "exponential")
+EXPORT_NAME = "model.pt"
+
+
+def build_network(train_cfg, genotype, num_classes: int, in_channels: int) -> nn.Module:
+    if train_cfg.network not in NETWORKS:
+        raise DartsError(f"unknown network {train_cfg.network!r}; valid choices: {', '.join(NETWORKS)}")
+    kwargs = dict(C=train_cfg.C, num_classes=num_classes, layers=train_cfg.layers,
+                  auxiliary=train_cfg.auxiliary, genotype=genotype)
+    if train_cfg.network == "cifar":
+        kwargs["in_channels"] = in_channels
+    elif in_channels != 3:
+        raise DartsError(f"the ImageNet network takes 3-channel images; this dataset has {in_channels}")
+    return NETWORKS[train_cfg.network](**kwargs)
+
+
+def build_schedule(optimizer, schedule_cfg, epochs: int):
+    if schedule_cfg.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=schedule_cfg.lr_min)
+    if schedule_cfg.name == "exponential":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=schedule_cfg.gamma)
+    raise DartsError(f"unknown train.schedule.name {schedule_cfg.name!r}; valid choices: {', '.join(SCHEDULES)}")
+
+
+def multiply_adds(model: nn.Module, input_shape: tuple[int, ...], device) -> int:
+    """Exact multiply-adds of one eval-mode forward, counted by torch's FLOP counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+class FinalRun:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.train_cfg = cfg.train
+        self.run_dir = Path(run_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        refuse_to_overwrite(self.run_dir, self.checkpoint_path, cfg.resume)
+        self.genotype = resolve_genotype(cfg.genotype)
+        self.genotype.check_ops_allowed([op for op in cfg.space.primitives if op != "none"])
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed, cfg.deterministic)
+        tc = self.train_cfg
+        self.data = build_train_data(cfg.dataset, tc.batch_size, cfg.seed, self.device, cutout=tc.cutout,
+                                     eval_batch_size=tc.get("eval_batch_size"))
+        info = self.data.info
+        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels).to(self.device)
+        self.epochs = tc.epochs
+        max_steps = tc.get("max_steps_per_epoch")
+        self.steps_per_epoch = len(self.data.train_batches) if not max_steps else min(
+            max_steps, len(self.data.train_batches))
+        if self.steps_per_epoch < 1:
+            raise DartsError(f"the training set has no full batch of {tc.batch_size}; lower train.batch_size")
+        opt = tc.optimizer
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                                         weight_decay=opt.weight_decay, foreach=True)
+        self.scheduler = build_schedule(self.optimizer, tc.schedule, self.epochs)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+        self.start_epoch, self.history, self.wall_time_s, self.train_time_s, self.images_seen = 0, [], 0.0, 0.0, 0
+        if cfg.resume:
+            self.restore()
+        self.logger = RunLogger(self.run_dir)
+
+    def state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "history": self.history,
+                "genotype": self.genotype.to_dict(), "wall_time_s": self.wall_time_s,
+                "train_time_s": self.train_time_s, "images_seen": self.images_seen}
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        source = f"checkpoint {self.checkpoint_path}"
+        networks.check_compatible(self.model, state.get("model"), genotype=state.get("genotype"), source=source)
+        load_state_dicts({"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler},
+                         state, source)
+        set_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.wall_time_s, self.train_time_s = state["wall_time_s"], state["train_time_s"]
+        self.images_seen = state["images_seen"]
+        self.start_epoch = state["epoch"] + 1
+
+    def train_epoch(self, epoch: int) -> dict:
+        tc = self.train_cfg
+        self.model.train()
+        self.model.drop_path_prob = tc.drop_path_prob * epoch / self.epochs
+        totals, window = MetricAccumulator(), MetricAccumulator()
+        batches = self.data.train_batches.epoch(epoch)
+        params = list(self.model.parameters())
+        start = time.time()
+        for step in range(self.steps_per_epoch):
+            inputs, targets = next(batches)
+            logits, logits_aux = self.model(inputs)
+            loss = self.criterion(logits, targets)
+            if logits_aux is not None:
+                loss = loss + tc.auxiliary_weight * self.criterion(logits_aux, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, tc.optimizer.grad_clip, foreach=True)
+            self.optimizer.step()
+            count = torch.tensor(float(targets.shape[0]), device=targets.device)
+            metrics = {"loss_sum": loss.detach() * count, "correct": (logits.detach().argmax(1) == targets).sum(),
+                       "count": count}
+            totals.add(metrics)
+            window.add(metrics)
+            self.images_seen += targets.shape[0]
+            if tc.log_every and (step + 1) % tc.log_every == 0:
+                values = window.read()
+                window = MetricAccumulator()
+                self.logger.scalars(values, epoch * self.steps_per_epoch + step + 1, prefix="step/")
+                self.logger.console(f"  epoch {epoch} step {step + 1}/{self.steps_per_epoch} " +
+                                    "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        record = totals.read()
+        self.train_time_s += time.time() - start
+        return record
+
+    def run(self) -> dict:
+        OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)
+        write_json(self.run_dir / "genotype.json", {"genotype": self.genotype.to_dict(), "string": str(self.genotype)})
+        drawings = viz.draw_genotype(self.genotype, self.run_dir / "cells")
+        for cell, path in drawings.items():
+            self.logger.image(f"cells/{cell}", viz.load_png(path), 0)
+        self.logger.text("genotype", f"`{self.genotype}`", 0)
+        if self.start_epoch:
+            self.logger.console(f"resuming from epoch {self.start_epoch} of {self.epochs} ({self.checkpoint_path})")
+        every = self.train_cfg.eval_every
+        for epoch in range(self.start_epoch, self.epochs):
+            epoch_start = time.time()
+            lr = self.optimizer.param_groups[0]["lr"]
+            record = {"epoch": epoch, **self.train_epoch(epoch), "lr": lr,
+                      "drop_path_prob": self.model.drop_path_prob}
+            self.scheduler.step()
+            if epoch == self.epochs - 1 or (every and (epoch + 1) % every == 0):
+                result = evaluate(self.model, self.data.test_batches, self.criterion, topk=(1, 5))
+                record.update(test_loss=result["loss"], test_top1=result["top1"], test_top5=result["top5"])
+            self.wall_time_s += time.time() - epoch_start
+            record["wall_time_s"] = self.wall_time_s
+            self.history.append(record)
+            self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
+                                prefix="epoch/")
+            save_atomic(self.state(epoch), self.checkpoint_path)
+            self.logger.flush()
+            shown = {k: record[k] for k in ("loss", "acc", "test_top1", "test_top5") if k in record}
+            self.logger.progress("epoch", epoch + 1, self.epochs, shown)
+        return self.finish()
+
+    def finish(self) -> dict:
+        networks.save(self.model, self.run_dir / EXPORT_NAME)
+        info = self.data.info
+        last_eval = next((r for r in reversed(self.history) if "test_top1" in r), {})
+        results = {
+            "kind": "final",
+            "genotype": self.genotype.to_dict(),
+            "genotype_string": str(self.genotype),
+            "network": self.train_cfg.network,
+            "test_top1": last_eval.get("test_top1"), "test_top5": last_eval.get("test_top5"),
+            "test_loss": last_eval.get("test_loss"),
+            "train_loss": self.history[-1].get("loss") if self.history else None,
+            "train_acc": self.history[-1].get("acc") if self.history else None,
+            "params_m": networks.count_parameters(self.model, exclude_auxiliary=True) / 1e6,
+            "multiply_adds": multiply_adds(self.model, (info.in_channels, info.image_size, info.image_size),
+                                           self.device),
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "wall_time_s": self.wall_time_s,
+            "train_time_s": self.train_time_s,
+            "images_per_s": self.images_seen / self.train_time_s if self.train_time_s else None,
+            "seed": self.cfg.seed,
+            "device": str(self.device),
+            "versions": library_versions(),
+            "export": EXPORT_NAME,
+            "history": self.history,
+        }
+        write_json(self.run_dir / "results.json", results)
+        self.logger.close()
+        return results
+
+
+def run_final(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train (or resume) the configured genotype in ``run_dir`` and return its results."""
+    return FinalRun(cfg, run_dir).run()

@@ -1,0 +1,24 @@
+"""Final training of a genotype from scratch. Examples:
+
+    python train_final.py experiment=darts_cifar10 genotype=DARTS_V2
+    python train_final.py experiment=smoke genotype=outputs/search/RUN   # a search run directory
+    python train_final.py experiment=smoke genotype=path/to/genotype.json
+"""
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from darts.errors import exit_on_user_error
+from darts.train import run_final
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="final")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    run_final(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

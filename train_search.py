@@ -1,0 +1,24 @@
+"""Architecture search. Examples:
+
+    python train_search.py experiment=darts_v1
+    python train_search.py experiment=smoke hydra.run.dir=outputs/smoke
+    python train_search.py experiment=smoke hydra.run.dir=outputs/smoke resume=true
+"""
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from darts.errors import exit_on_user_error
+from darts.search import run_search
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    run_search(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
