@@ -15,7 +15,8 @@ from darts import viz
 from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
                               seed_everything, set_rng_state)
 from darts.data import build_search_data
-from darts.engine import entropy, evaluate, library_versions, refuse_to_overwrite, resolve_device
+from darts.engine import (entropy, evaluate, in_layout, library_versions, memory_format, refuse_to_overwrite,
+                          resolve_device)
 from darts.errors import DartsError
 from darts.strategies import build_strategy
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -41,7 +42,9 @@ class SearchRun:
                                       cfg.seed, self.device, self.search_cfg.get("eval_batch_size"))
         info = self.data.info
         self.strategy = build_strategy(cfg.strategy)
-        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels).to(self.device)
+        self.layout = memory_format(cfg.channels_last)
+        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels).to(
+            self.device, memory_format=self.layout)
         self.epochs = self.search_cfg.epochs
         max_steps = self.search_cfg.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.weight_batches) if not max_steps else min(
@@ -92,7 +95,7 @@ class SearchRun:
                 "weight_indices": self.data.weight_indices, "alpha_indices": self.data.alpha_indices})
         else:
             self.logger.console(f"resuming from epoch {self.start_epoch} of {self.epochs} ({self.checkpoint_path})")
-        alpha_batches = self.data.alpha_stream
+        alpha_batches = in_layout(self.data.alpha_stream, self.layout)
         log_every = self.search_cfg.log_every
         for epoch in range(self.start_epoch, self.epochs):
             epoch_start = time.time()
@@ -100,7 +103,7 @@ class SearchRun:
             self.strategy.start_epoch(epoch)
             totals, window = MetricAccumulator(), MetricAccumulator()
             lrs = self.strategy.learning_rates()
-            batches = self.data.weight_batches.epoch(epoch)
+            batches = in_layout(self.data.weight_batches.epoch(epoch), self.layout)
             for step in range(self.steps_per_epoch):
                 metrics = self.strategy.step(next(batches), alpha_batches, epoch)
                 totals.add(metrics)

@@ -19,7 +19,7 @@ from darts import viz
 from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
                               seed_everything, set_rng_state)
 from darts.data import build_train_data
-from darts.engine import evaluate, library_versions, refuse_to_overwrite, resolve_device
+from darts.engine import evaluate, in_layout, library_versions, memory_format, refuse_to_overwrite, resolve_device
 from darts.errors import DartsError
 from darts.genotypes import resolve_genotype
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -77,7 +77,9 @@ class FinalRun:
         self.data = build_train_data(cfg.dataset, tc.batch_size, cfg.seed, self.device, cutout=tc.cutout,
                                      eval_batch_size=tc.get("eval_batch_size"))
         info = self.data.info
-        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels).to(self.device)
+        self.layout = memory_format(cfg.channels_last)
+        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels).to(
+            self.device, memory_format=self.layout)
         self.epochs = tc.epochs
         max_steps = tc.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.train_batches) if not max_steps else min(
@@ -117,7 +119,7 @@ class FinalRun:
         self.model.train()
         self.model.drop_path_prob = tc.drop_path_prob * epoch / self.epochs
         totals, window = MetricAccumulator(), MetricAccumulator()
-        batches = self.data.train_batches.epoch(epoch)
+        batches = in_layout(self.data.train_batches.epoch(epoch), self.layout)
         params = list(self.model.parameters())
         start = time.time()
         for step in range(self.steps_per_epoch):
