@@ -49,13 +49,17 @@ def library_versions() -> dict[str, str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 0) -> dict[str, float]:
-    """Loss and top-k accuracy (%) of ``model`` in eval mode over one pass of ``batches``."""
+def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 0,
+             max_batches: int | None = None) -> dict[str, float]:
+    """Loss and top-k accuracy (%) of ``model`` in eval mode over one pass of ``batches``
+    (its first ``max_batches`` batches when given)."""
     criterion = criterion or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
     totals = MetricAccumulator()
-    for inputs, targets in batches.epoch(epoch):
+    for index, (inputs, targets) in enumerate(batches.epoch(epoch)):
+        if max_batches is not None and index >= max_batches:
+            break
         logits = model(inputs)
         logits = logits[0] if isinstance(logits, tuple) else logits
         count = torch.tensor(float(targets.shape[0]), device=targets.device)

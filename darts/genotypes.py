@@ -262,5 +262,5 @@ def resolve_genotype(spec: str) -> Genotype:
             raise DartsError(f"{path}: {err}") from None
         except UnicodeDecodeError:
             raise DartsError(f"{path} is not a text genotype file") from None
-    raise DartsError(f"unknown genotype {spec!r}: not a published name ({', '.join(PUBLISHED)}), "
-                     f"an existing file or run directory, nor a genotype string")
+    raise DartsError(f"unknown genotype {spec!r}; known genotypes: {', '.join(PUBLISHED)} "
+                     f"(or give a genotype.json, a search run directory or a genotype string)")

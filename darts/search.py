@@ -118,7 +118,8 @@ class SearchRun:
             self.strategy.end_epoch(epoch)
             record = {"epoch": epoch, **totals.read(), **lrs}
             if self.should_evaluate(epoch):
-                result = evaluate(self.model, self.data.alpha_eval_batches)
+                result = evaluate(self.model, self.data.alpha_eval_batches,
+                                  max_batches=self.search_cfg.get("eval_max_batches"))
                 record.update(alpha_eval_loss=result["loss"], alpha_eval_acc=result["top1"])
             self.wall_time_s += time.time() - epoch_start
             record["wall_time_s"] = self.wall_time_s
