@@ -1,83 +1,89 @@
-"""Time one search step (alpha step + weight step) of the supernet.
+"""Time one search step (alpha step + weight step) of the DARTS supernet.
 
-    python bench/search_step.py --order 1 --batch 32 --device cpu
-    python bench/search_step.py --order 2 --batch 32 --json
+    python bench/search_step.py --order 1 --batch 32 --device cpu            # the fast path
+    python bench/search_step.py --order 1 --batch 32 --device cpu --baseline # eager float32, full gradients
+    python bench/search_step.py --order 2 --batch 64 --device cuda --json
 
-Random CIFAR-shaped batches (3x32x32, 10 classes), the CIFAR-10 search
-configuration (C=16, 8 cells, 4 nodes, all 8 ops) unless told otherwise.
+CIFAR-10 search configuration (C=16, 8 cells, 4 nodes, all 8 ops, 3x32x32, 10
+classes) on fixed random batches. Unless --no-check, it then checks on a fixed
+batch that the configured path's loss and alpha gradient match the eager
+float32 baseline's, and prints the extrapolated wall time of the paper's search
+(50 epochs of 25,000 / 64 steps at batch 64; time per image taken as constant).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import sys
-import time
-from pathlib import Path
+import copy
 
 import torch
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
+from darts.genotypes import PRIMITIVES
+from darts.strategies import build_strategy
 
-from darts.genotypes import PRIMITIVES  # noqa: E402
-from darts.strategies import build_strategy  # noqa: E402
-
-OPTIM = dict(weights=dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0),
-             alphas=dict(lr=3e-4, betas=[0.5, 0.999], weight_decay=1e-3))
+OPTIM = OmegaConf.create(dict(weights=dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0),
+                              alphas=dict(lr=3e-4, betas=[0.5, 0.999], weight_decay=1e-3)))
+PAPER_STEPS = 50 * (25000 // 64)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def build(args, runtime, model=None):
+    space = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=args.C, layers=args.layers, steps=4,
+                                  multiplier=4, stem_multiplier=3))
+    strategy = build_strategy(OmegaConf.create(dict(name=args.strategy, order=args.order)))
+    if model is None:
+        torch.manual_seed(0)
+        model = strategy.build_supernet(space, 10, 3)
+    strategy.setup(model, OPTIM, epochs=50, steps_per_epoch=PAPER_STEPS // 50, runtime=runtime)
+    return strategy, model
+
+
+def loss_and_alpha_gradient(strategy, train_batch, alpha_batch):
+    if strategy.order == 2:
+        grads, loss, _ = strategy.unrolled_alpha_gradient(train_batch, alpha_batch)
+        return loss.detach(), grads
+    loss, _ = strategy.loss(alpha_batch)
+    return loss.detach(), torch.autograd.grad(loss, strategy.alphas)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = base_parser(__doc__)
     parser.add_argument("--order", type=int, default=1, choices=(1, 2))
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--strategy", default="darts")
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-
-    space = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=args.C, layers=args.layers,
-                                  steps=4, multiplier=4, stem_multiplier=3))
-    strategy = build_strategy(OmegaConf.create(dict(name=args.strategy, order=args.order)))
-    model = strategy.build_supernet(space, 10, 3).to(device)
-    strategy.setup(model, OmegaConf.create(OPTIM), epochs=50, steps_per_epoch=100)
-    make = lambda: (torch.randn(args.batch, 3, 32, 32, device=device),
-                    torch.randint(0, 10, (args.batch,), device=device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runtime = make_runtime(args)
+    device = runtime.device
+    strategy, model = build(args, runtime)
+    pristine = copy.deepcopy(model).cpu()
+    generator = torch.Generator().manual_seed(1)
+    make = lambda: (torch.randn(args.batch, 3, 32, 32, generator=generator).to(device, memory_format=runtime.memory_format),
+                    torch.randint(0, 10, (args.batch,), generator=generator).to(device))
     train_batch, alpha_batch = make(), make()
     alpha_batches = iter(lambda: alpha_batch, None)
+    seconds = time_steps(lambda: strategy.step(train_batch, alpha_batches, 0)["loss_sum"], device, args.warmup,
+                         args.steps)
+    result = {"path": "baseline" if args.baseline else "fast", "strategy": args.strategy, "order": args.order,
+              "batch": args.batch, "device": device.type, "ms_per_step": 1000 * seconds,
+              "images_per_s": args.batch / seconds, "peak_mem_mb": peak_memory_mb(device),
+              "runtime": runtime.describe(), "threads": torch.get_num_threads(),
+              "paper_search_hours": seconds * (64 / args.batch) * PAPER_STEPS / 3600}
 
-    for _ in range(args.warmup):
-        strategy.step(train_batch, alpha_batches, epoch=0)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        metrics = strategy.step(train_batch, alpha_batches, epoch=0)
-    float(metrics["loss_sum"])  # one sync at the end
-    elapsed = (time.perf_counter() - start) / args.steps
-    result = {"strategy": args.strategy, "order": args.order, "batch": args.batch, "device": str(device),
-              "threads": torch.get_num_threads(), "ms_per_step": 1000 * elapsed,
-              "images_per_s": args.batch / elapsed, "peak_mem_mb": peak_memory_mb(device),
-              # The paper's search: 50 epochs of 25,000 / 64 steps at batch 64.
-              "paper_search_hours_extrapolated": elapsed * (64 / args.batch) * 50 * (25000 // 64) / 3600}
-    print(f"{'strategy':>10} {'order':>5} {'batch':>5} {'device':>6} {'ms/step':>9} {'img/s':>8} {'peak MB':>8}")
-    print(f"{args.strategy:>10} {args.order:>5} {args.batch:>5} {device.type:>6} {result['ms_per_step']:9.1f} "
-          f"{result['images_per_s']:8.1f} {result['peak_mem_mb']:8.0f}")
-    if args.json:
-        print(json.dumps(result))
+    if not args.no_check:
+        # Same weights, same batch: the configured path against eager float32.
+        fast, _ = build(args, make_runtime(args), copy.deepcopy(pristine))
+        base, _ = build(args, make_runtime(args, baseline=True), copy.deepcopy(pristine))
+        fast_loss, fast_grad = loss_and_alpha_gradient(fast, train_batch, alpha_batch)
+        base_loss, base_grad = loss_and_alpha_gradient(base, train_batch, alpha_batch)
+        tolerance = 1e-3 if runtime.amp_dtype is None else 5e-2
+        loss_error = abs(float(fast_loss) - float(base_loss)) / abs(float(base_loss))
+        grad_error = max(float((f - b).norm() / b.norm()) for f, b in zip(fast_grad, base_grad))
+        result.update(check_loss_rel_error=loss_error, check_alpha_grad_rel_error=grad_error,
+                      check_tolerance=tolerance, check_passed=loss_error <= tolerance and grad_error <= tolerance)
+    report(result, ["path", "order", "batch", "device", "ms_per_step", "images_per_s", "peak_mem_mb"], args.json)
     return result
 
 

@@ -25,10 +25,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 def in_layout(batches, layout: torch.memory_format):
     """Yield ``(inputs, targets)`` with the inputs in ``layout`` (a no-op copy when already there)."""
     for inputs, targets in batches:
@@ -62,7 +58,7 @@ def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 
             break
         logits = model(inputs)
         logits = logits[0] if isinstance(logits, tuple) else logits
-        count = torch.tensor(float(targets.shape[0]), device=targets.device)
+        count = torch.full((), float(targets.shape[0]), device=targets.device)
         step = {"loss_sum": criterion(logits, targets).float() * count, "count": count}
         # With fewer classes than k, top-k holds every class: clamp rather than fail.
         top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
 from darts.genotypes import Genotype
@@ -282,7 +283,11 @@ class _FinalNetwork(nn.Module):
         s0, s1 = self._stem(x)
         logits_aux = None
         for index, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if getattr(self, "checkpoint_cells", False) and self.training and torch.is_grad_enabled():
+                # Recompute the cell in backward; checkpoint replays the RNG, so drop path matches.
+                s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob, use_reentrant=False)
+            else:
+                s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if index == self.auxiliary_layer and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))
@@ -306,15 +311,19 @@ class NetworkCIFAR(_FinalNetwork):
     auxiliary_head_class = AuxiliaryHeadCIFAR
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
-                 in_channels: int = 3, drop_path_prob: float = 0.0):
+                 in_channels: int = 3, drop_path_prob: float = 0.0, stem_stride: int = 1):
         super().__init__()
         self._init_common(genotype, C, num_classes, layers, auxiliary, drop_path_prob)
         _check_positive_int("in_channels", in_channels)
+        _check_positive_int("stem_stride", stem_stride)
         self.config = {"C": C, "num_classes": num_classes, "layers": layers,
                        "auxiliary": bool(auxiliary), "in_channels": in_channels}
+        if stem_stride != 1:  # published networks use 1; only a non-default value is recorded
+            self.config["stem_stride"] = stem_stride
         C_stem = CIFAR_STEM_MULTIPLIER * C
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+            # stem_stride=2 halves the resolution up front: a CPU-budget option, not the published network.
+            nn.Conv2d(in_channels, C_stem, 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(C_stem),
         )
         self._build_cells(C, C_prev_prev=C_stem, C_prev=C_stem, reduction_prev=False, auxiliary=bool(auxiliary))

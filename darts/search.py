@@ -15,8 +15,8 @@ from darts import viz
 from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
                               seed_everything, set_rng_state)
 from darts.data import build_search_data
-from darts.engine import (entropy, evaluate, in_layout, library_versions, memory_format, refuse_to_overwrite,
-                          resolve_device)
+from darts.engine import entropy, evaluate, in_layout, library_versions, refuse_to_overwrite, resolve_device
+from darts.runtime import build_runtime
 from darts.errors import DartsError
 from darts.strategies import build_strategy
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -42,9 +42,9 @@ class SearchRun:
                                       cfg.seed, self.device, self.search_cfg.get("eval_batch_size"))
         info = self.data.info
         self.strategy = build_strategy(cfg.strategy)
-        self.layout = memory_format(cfg.channels_last)
-        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels).to(
-            self.device, memory_format=self.layout)
+        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic)
+        self.layout = self.runtime.memory_format
+        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels)
         self.epochs = self.search_cfg.epochs
         max_steps = self.search_cfg.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.weight_batches) if not max_steps else min(
@@ -52,7 +52,7 @@ class SearchRun:
         if self.steps_per_epoch < 1:
             raise DartsError(f"the weight split ({len(self.data.weight_indices)} images) has no full batch of "
                              f"{self.search_cfg.batch_size}; lower search.batch_size")
-        self.strategy.setup(self.model, cfg.optim, self.epochs, self.steps_per_epoch)
+        self.strategy.setup(self.model, cfg.optim, self.epochs, self.steps_per_epoch, self.runtime)
         self.start_epoch = 0
         self.history: list[dict] = []
         self.wall_time_s = 0.0
@@ -173,6 +173,7 @@ class SearchRun:
             "wall_time_s": self.wall_time_s,
             "seed": self.cfg.seed,
             "device": str(self.device),
+            "runtime": self.runtime.describe(),
             "versions": library_versions(),
             "history": self.history,
         }

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from darts.genotypes import PRIMITIVES, Genotype, derive_genotype
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, check_ops, is_pool
@@ -26,10 +27,15 @@ class EdgeWeights:
     weights: (edges, ops) mixing weights.
     active: for sampling strategies, the single op index to run on each edge
         (a Python list, so choosing it never syncs the device); None = run all.
+        An entry of None switches its edge off: the edge contributes nothing
+        to its node (random search keeps two edges per node).
+    edge_scales: (edges,) multipliers of each edge's output (PC-DARTS edge
+        normalisation); None = every edge counts once.
     """
 
     weights: torch.Tensor
-    active: list[int] | None = None
+    active: list[int | None] | None = None
+    edge_scales: torch.Tensor | None = None
 
 
 def softmax_weighting(alphas: torch.Tensor) -> EdgeWeights:
@@ -99,15 +105,24 @@ class SearchCell(nn.Module):
                 self.edges.append(mixed_op(C, stride, primitives))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, edge_weights: EdgeWeights) -> torch.Tensor:
-        weights, active = edge_weights.weights, edge_weights.active
+        weights, active, scales = edge_weights.weights, edge_weights.active, edge_weights.edge_scales
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
-        for _ in range(self.steps):
+        for step in range(self.steps):
             node = None
             for j, h in enumerate(states):
                 edge = offset + j
-                out = self.edges[edge](h, weights[edge], None if active is None else active[edge])
+                if active is None:
+                    out = self.edges[edge](h, weights[edge])
+                elif active[edge] is None:  # edge switched off: adds nothing, so skip it
+                    continue
+                else:
+                    out = self.edges[edge](h, weights[edge], active[edge])
+                if scales is not None:
+                    out = out * scales[edge]
                 node = out if node is None else node + out
+            if node is None:
+                raise ValueError(f"node {step} of a cell has every incoming edge switched off")
             offset += len(states)
             states.append(node)
         return torch.cat(states[-self.multiplier:], dim=1)
@@ -115,6 +130,15 @@ class SearchCell(nn.Module):
 
 def num_edges(steps: int) -> int:
     return sum(node + 2 for node in range(steps))
+
+
+def softmax_per_node(edge_logits: torch.Tensor, steps: int) -> torch.Tensor:
+    """(edges,) -> (edges,): a softmax over each node's i+2 incoming edges (PC-DARTS edge normalisation)."""
+    parts, start = [], 0
+    for node in range(steps):
+        parts.append(torch.softmax(edge_logits[start:start + node + 2], dim=-1))
+        start += node + 2
+    return torch.cat(parts)
 
 
 class SuperNet(nn.Module):
@@ -125,7 +149,8 @@ class SuperNet(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = PRIMITIVES, in_channels: int = 3,
-                 mixed_op: Callable[..., nn.Module] = MixedOp, alpha_init_scale: float = 1e-3):
+                 mixed_op: Callable[..., nn.Module] = MixedOp, alpha_init_scale: float = 1e-3,
+                 stem_stride: int = 1, edge_normalization: bool = False):
         super().__init__()
         primitives = list(primitives)
         check_ops(primitives)
@@ -133,10 +158,13 @@ class SuperNet(nn.Module):
         self.steps = steps
         self.multiplier = multiplier
         self.config = dict(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
-                           stem_multiplier=stem_multiplier, primitives=primitives, in_channels=in_channels)
+                           stem_multiplier=stem_multiplier, primitives=primitives, in_channels=in_channels,
+                           stem_stride=stem_stride, edge_normalization=edge_normalization)
 
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        # stem_stride=2 halves the resolution up front: a CPU-budget option; the published supernet uses 1.
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, stride=stem_stride, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -155,7 +183,15 @@ class SuperNet(nn.Module):
         shape = (num_edges(steps), len(primitives))
         self.alphas_normal = nn.Parameter(alpha_init_scale * torch.randn(shape))
         self.alphas_reduce = nn.Parameter(alpha_init_scale * torch.randn(shape))
+        self.edge_normalization = edge_normalization
+        if edge_normalization:
+            # PC-DARTS: one weight per edge, softmax-normalised over each node's inputs. Drawn after the
+            # alphas so that a supernet without them sees the same random initialisation as before.
+            self.betas_normal = nn.Parameter(alpha_init_scale * torch.randn(shape[0]))
+            self.betas_reduce = nn.Parameter(alpha_init_scale * torch.randn(shape[0]))
         self.edge_weighting: Callable[[torch.Tensor], EdgeWeights] = softmax_weighting
+        # Recompute each cell's activations in backward instead of storing them (runtime option).
+        self.checkpoint_cells = False
 
     # -- parameter sets ------------------------------------------------------
     def arch_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -169,22 +205,46 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     # -- forward ---------------------------------------------------------------
+    def edge_scales(self, detach: bool = False) -> dict[str, torch.Tensor] | None:
+        """Per-node softmax of the betas, (edges,) per cell; None without edge normalisation."""
+        if not self.edge_normalization:
+            return None
+        return {cell: softmax_per_node(betas.detach() if detach else betas, self.steps)
+                for cell, betas in (("normal", self.betas_normal), ("reduce", self.betas_reduce))}
+
     def cell_weights(self) -> dict[str, EdgeWeights]:
-        return {"normal": self.edge_weighting(self.alphas_normal),
-                "reduce": self.edge_weighting(self.alphas_reduce)}
+        weights = {"normal": self.edge_weighting(self.alphas_normal),
+                   "reduce": self.edge_weighting(self.alphas_reduce)}
+        scales = self.edge_scales()
+        if scales is not None:
+            for cell, cell_weights in weights.items():
+                cell_weights.edge_scales = scales[cell]
+        return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.cell_weights()
         s0 = s1 = self.stem(x)
+        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+            cell_weights = weights["reduce" if cell.reduction else "normal"]
+            if recompute:
+                s0, s1 = s1, checkpoint(cell, s0, s1, cell_weights, use_reentrant=False)
+            else:
+                s0, s1 = s1, cell(s0, s1, cell_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # -- architecture ------------------------------------------------------------
     def softmax_weights(self) -> dict[str, torch.Tensor]:
-        """Deterministic softmax of each cell's alphas, (edges, ops), for logging and derivation."""
-        return {"normal": torch.softmax(self.alphas_normal.detach(), -1),
-                "reduce": torch.softmax(self.alphas_reduce.detach(), -1)}
+        """Deterministic softmax of each cell's alphas, (edges, ops), for logging and derivation;
+        with edge normalisation each row is scaled by its edge's normalised beta."""
+        weights = {"normal": torch.softmax(self.alphas_normal.detach(), -1),
+                   "reduce": torch.softmax(self.alphas_reduce.detach(), -1)}
+        scales = self.edge_scales(detach=True)
+        if scales is not None:
+            weights = {cell: w * scales[cell][:, None] for cell, w in weights.items()}
+        return weights
 
     def genotype(self) -> Genotype:
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.primitives, self.steps)
+        scales = self.edge_scales(detach=True) or {}
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.primitives, self.steps,
+                               edge_weights_normal=scales.get("normal"), edge_weights_reduce=scales.get("reduce"))

@@ -19,7 +19,8 @@ from darts import viz
 from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
                               seed_everything, set_rng_state)
 from darts.data import build_train_data
-from darts.engine import evaluate, in_layout, library_versions, memory_format, refuse_to_overwrite, resolve_device
+from darts.engine import evaluate, in_layout, library_versions, refuse_to_overwrite, resolve_device
+from darts.runtime import build_runtime, upcast
 from darts.errors import DartsError
 from darts.genotypes import resolve_genotype
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -35,7 +36,7 @@ def build_network(train_cfg, genotype, num_classes: int, in_channels: int) -> nn
     kwargs = dict(C=train_cfg.C, num_classes=num_classes, layers=train_cfg.layers,
                   auxiliary=train_cfg.auxiliary, genotype=genotype)
     if train_cfg.network == "cifar":
-        kwargs["in_channels"] = in_channels
+        kwargs.update(in_channels=in_channels, stem_stride=train_cfg.get("stem_stride", 1))
     elif in_channels != 3:
         raise DartsError(f"the ImageNet network takes 3-channel images; this dataset has {in_channels}")
     return NETWORKS[train_cfg.network](**kwargs)
@@ -77,9 +78,10 @@ class FinalRun:
         self.data = build_train_data(cfg.dataset, tc.batch_size, cfg.seed, self.device, cutout=tc.cutout,
                                      eval_batch_size=tc.get("eval_batch_size"))
         info = self.data.info
-        self.layout = memory_format(cfg.channels_last)
-        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels).to(
-            self.device, memory_format=self.layout)
+        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic)
+        self.layout = self.runtime.memory_format
+        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels)
+        self.forward = self.runtime.prepare(self.model)
         self.epochs = tc.epochs
         max_steps = tc.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.train_batches) if not max_steps else min(
@@ -98,7 +100,8 @@ class FinalRun:
 
     def state(self, epoch: int) -> dict:
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "history": self.history,
+                "scheduler": self.scheduler.state_dict(), "grad_scaler": self.runtime.scaler.state_dict(),
+                "rng": rng_state(), "history": self.history,
                 "genotype": self.genotype.to_dict(), "wall_time_s": self.wall_time_s,
                 "train_time_s": self.train_time_s, "images_seen": self.images_seen}
 
@@ -106,8 +109,8 @@ class FinalRun:
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         source = f"checkpoint {self.checkpoint_path}"
         networks.check_compatible(self.model, state.get("model"), genotype=state.get("genotype"), source=source)
-        load_state_dicts({"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler},
-                         state, source)
+        load_state_dicts({"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                          "grad_scaler": self.runtime.scaler}, state, source)
         set_rng_state(state["rng"])
         self.history = list(state["history"])
         self.wall_time_s, self.train_time_s = state["wall_time_s"], state["train_time_s"]
@@ -121,18 +124,22 @@ class FinalRun:
         totals, window = MetricAccumulator(), MetricAccumulator()
         batches = in_layout(self.data.train_batches.epoch(epoch), self.layout)
         params = list(self.model.parameters())
+        scaler = self.runtime.scaler
         start = time.time()
         for step in range(self.steps_per_epoch):
             inputs, targets = next(batches)
-            logits, logits_aux = self.model(inputs)
-            loss = self.criterion(logits, targets)
+            with self.runtime.autocast():
+                logits, logits_aux = self.forward(inputs)
+            loss = self.criterion(upcast(logits), targets)
             if logits_aux is not None:
-                loss = loss + tc.auxiliary_weight * self.criterion(logits_aux, targets)
+                loss = loss + tc.auxiliary_weight * self.criterion(upcast(logits_aux), targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(params, tc.optimizer.grad_clip, foreach=True)
-            self.optimizer.step()
-            count = torch.tensor(float(targets.shape[0]), device=targets.device)
+            scaler.step(self.optimizer)
+            scaler.update()
+            count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a copy: no sync
             metrics = {"loss_sum": loss.detach() * count, "correct": (logits.detach().argmax(1) == targets).sum(),
                        "count": count}
             totals.add(metrics)
@@ -201,6 +208,7 @@ class FinalRun:
             "images_per_s": self.images_seen / self.train_time_s if self.train_time_s else None,
             "seed": self.cfg.seed,
             "device": str(self.device),
+            "runtime": self.runtime.describe(),
             "versions": library_versions(),
             "export": EXPORT_NAME,
             "history": self.history,

@@ -5,7 +5,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.func import functional_call
 
+from darts.runtime import Runtime
 from darts.strategies import build_strategy
+
+CPU_RUNTIME = Runtime(torch.device("cpu"), channels_last=False)
 
 SPACE = OmegaConf.create(dict(name="darts", C=4, layers=3, steps=2, multiplier=2, stem_multiplier=2,
                               primitives=["none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"]))
@@ -23,7 +26,7 @@ def make_strategy(hessian):
     with torch.no_grad():  # alphas far from uniform so the second-order term is not negligible
         for alpha in model.arch_parameters():
             alpha.normal_(0, 1)
-    strategy.setup(model, OPTIM, epochs=1, steps_per_epoch=1)
+    strategy.setup(model, OPTIM, epochs=1, steps_per_epoch=1, runtime=CPU_RUNTIME)
     return strategy, model
 
 

@@ -5,8 +5,11 @@ from omegaconf import OmegaConf
 from darts.errors import DartsError
 from darts.genotypes import PRIMITIVES, Genotype
 from darts.spaces import build_supernet
+from darts.runtime import Runtime
 from darts.strategies import build_strategy
 from darts.supernet import SuperNet
+
+CPU_RUNTIME = Runtime(torch.device("cpu"), channels_last=False)
 
 
 def published_supernet_weight_count(C=16, layers=8, steps=4, multiplier=4, stem_multiplier=3, classes=10,
@@ -71,7 +74,7 @@ def test_optimisers_hold_disjoint_parameter_sets():
                                   alphas=dict(lr=3e-4, betas=[0.5, 0.999], weight_decay=1e-3)))
     strategy = build_strategy(OmegaConf.create(dict(name="darts", order=1)))
     model = strategy.build_supernet(space, 10, 3)
-    strategy.setup(model, optim, epochs=1, steps_per_epoch=1)
+    strategy.setup(model, optim, epochs=1, steps_per_epoch=1, runtime=CPU_RUNTIME)
     in_weight_optim = {id(p) for g in strategy.w_optimizer.param_groups for p in g["params"]}
     in_alpha_optim = {id(p) for g in strategy.a_optimizer.param_groups for p in g["params"]}
     assert in_alpha_optim == {id(p) for p in model.arch_parameters()}
@@ -85,7 +88,7 @@ def test_weight_step_leaves_alphas_and_alpha_step_leaves_weights():
                                   alphas=dict(lr=0.1, betas=[0.5, 0.999], weight_decay=1e-3)))
     strategy = build_strategy(OmegaConf.create(dict(name="darts", order=1)))
     model = strategy.build_supernet(space, 4, 3)
-    strategy.setup(model, optim, epochs=1, steps_per_epoch=1)
+    strategy.setup(model, optim, epochs=1, steps_per_epoch=1, runtime=CPU_RUNTIME)
     batch = (torch.randn(4, 3, 16, 16), torch.randint(0, 4, (4,)))
     alphas = [a.detach().clone() for a in model.arch_parameters()]
     strategy.weight_step(batch)

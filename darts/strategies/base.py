@@ -60,8 +60,9 @@ class SearchStrategy(abc.ABC):
         """The supernet for this strategy in the configured space."""
 
     @abc.abstractmethod
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int) -> None:
-        """Create optimisers and schedulers for ``model`` (already on its device)."""
+    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime) -> None:
+        """Create optimisers and schedulers; ``runtime.prepare(model)`` moves the model to its device
+        and layout and returns the (possibly compiled) callable to run it with."""
 
     def start_epoch(self, epoch: int) -> None:
         """Hook at the start of an epoch (schedules that depend on the epoch)."""
@@ -90,3 +91,18 @@ class SearchStrategy(abc.ABC):
     def arch_weights(self) -> dict[str, torch.Tensor]:
         """Per-cell (edges, ops) weights to log and plot; default: the supernet's softmax."""
         return self.model.softmax_weights()
+
+
+class GeneratorState:
+    """Puts a ``torch.Generator`` into a checkpoint: sampling strategies own one so that a resumed
+    run draws the same architectures as an uninterrupted one."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"rng_state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A checkpoint loaded with map_location=cuda moves the state there; set_state wants a CPU ByteTensor.
+        self.generator.set_state(state["rng_state"].cpu())

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from darts.errors import DartsError
 from darts.genotypes import Genotype
+from darts.runtime import Runtime, upcast
 from darts.spaces import build_supernet
 from darts.strategies.base import Batch, SearchStrategy, register_strategy
 
@@ -36,7 +37,7 @@ def preserved_bn_stats(model: nn.Module):
 
 def batch_metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> dict:
     """Sums (not means) so the engine can accumulate across batches of any size."""
-    count = targets.new_tensor(targets.shape[0], dtype=torch.float32)
+    count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a host copy
     return {f"{prefix}loss_sum": loss.detach().float() * count,
             f"{prefix}correct": (logits.detach().argmax(1) == targets).sum().float(),
             f"{prefix}count": count}
@@ -66,8 +67,10 @@ class DARTS(SearchStrategy):
     def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
         return build_supernet(space, num_classes, in_channels)
 
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int) -> None:
+    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime: Runtime) -> None:
         self.model = model
+        self.runtime = runtime
+        self.forward = runtime.prepare(model)
         self.weights = model.weight_parameters()
         self.alphas = model.arch_parameters()
         w_cfg, a_cfg = optim_cfg.weights, optim_cfg.alphas
@@ -80,7 +83,8 @@ class DARTS(SearchStrategy):
                                                                     eta_min=w_cfg.lr_min)
 
     def checkpointables(self) -> dict:
-        return {"w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler}
+        return {"w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler,
+                "grad_scaler": self.runtime.scaler}
 
     def learning_rates(self) -> dict[str, float]:
         return {"lr/weights": self.w_optimizer.param_groups[0]["lr"],
@@ -93,10 +97,24 @@ class DARTS(SearchStrategy):
         self.scheduler.step()
 
     # -- one search step -------------------------------------------------------------
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: Batch, float32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the supernet on ``batch``, under the run's autocast unless ``float32``."""
         inputs, targets = batch
-        logits = self.model(inputs)
-        return self.criterion(logits, targets), logits
+        if float32:
+            logits = self.model(inputs)
+        else:
+            with self.runtime.autocast():
+                logits = self.forward(inputs)
+        return self.criterion(upcast(logits), targets), logits
+
+    def backward(self, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """Gradients of ``loss`` into ``.grad``: only for ``params`` on the fast path, for every
+        parameter on the baseline path (as the original code's plain ``loss.backward()``)."""
+        scaled = self.runtime.scaler.scale(loss)
+        if self.runtime.selective_grads:
+            scaled.backward(inputs=params)
+        else:
+            scaled.backward()
 
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
         metrics = {}
@@ -107,22 +125,30 @@ class DARTS(SearchStrategy):
         return metrics
 
     def weight_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        scaler = self.runtime.scaler
         loss, logits = self.loss(batch)
         self.w_optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.weights)
+        self.backward(loss, self.weights)
+        scaler.unscale_(self.w_optimizer)
         nn.utils.clip_grad_norm_(self.weights, self.grad_clip, foreach=True)
-        self.w_optimizer.step()
+        scaler.step(self.w_optimizer)
+        scaler.update()
+        for alpha in self.alphas:  # the baseline's full backward also filled these
+            alpha.grad = None
         return batch_metrics("", loss, logits, batch[1])
 
     def alpha_step(self, train_batch: Batch, alpha_batch: Batch) -> dict[str, torch.Tensor]:
+        self.a_optimizer.zero_grad(set_to_none=True)
         if self.order == 1:
             loss, logits = self.loss(alpha_batch)
-            grads = torch.autograd.grad(loss, self.alphas)
+            self.backward(loss, self.alphas)
+            self.runtime.scaler.step(self.a_optimizer)
         else:
+            # The unrolled gradient runs in float32: finite differences drown in half precision.
             grads, loss, logits = self.unrolled_alpha_gradient(train_batch, alpha_batch)
-        for alpha, grad in zip(self.alphas, grads):
-            alpha.grad = grad
-        self.a_optimizer.step()
+            for alpha, grad in zip(self.alphas, grads):
+                alpha.grad = grad
+            self.a_optimizer.step()
         self.a_optimizer.zero_grad(set_to_none=True)
         return batch_metrics("alpha_", loss, logits, alpha_batch[1])
 
@@ -131,7 +157,7 @@ class DARTS(SearchStrategy):
         """mu * m + grad_w L_train(w, alpha) + lambda * w: the next SGD step before scaling by xi."""
         group = self.w_optimizer.param_groups[0]
         momentum, weight_decay = group["momentum"], group["weight_decay"]
-        loss, _ = self.loss(train_batch)
+        loss, _ = self.loss(train_batch, float32=True)
         grads = torch.autograd.grad(loss, self.weights)
         direction = []
         for weight, grad in zip(self.weights, grads):
@@ -155,7 +181,7 @@ class DARTS(SearchStrategy):
             direction = self.virtual_step_direction(train_batch)
             with torch.no_grad():
                 torch._foreach_add_([w.data for w in self.weights], direction, alpha=-xi)
-            loss, logits = self.loss(alpha_batch)
+            loss, logits = self.loss(alpha_batch, float32=True)
             grads = torch.autograd.grad(loss, self.alphas + self.weights)
             d_alpha, v = grads[:len(self.alphas)], grads[len(self.alphas):]
             with torch.no_grad():
@@ -173,17 +199,17 @@ class DARTS(SearchStrategy):
         eps = 0.01 / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
         with torch.no_grad():
             torch._foreach_add_(weights, torch._foreach_mul(v, eps))
-        grads_plus = torch.autograd.grad(self.loss(train_batch)[0], self.alphas)
+        grads_plus = torch.autograd.grad(self.loss(train_batch, float32=True)[0], self.alphas)
         with torch.no_grad():
             torch._foreach_add_(weights, torch._foreach_mul(v, -2 * eps))
-        grads_minus = torch.autograd.grad(self.loss(train_batch)[0], self.alphas)
+        grads_minus = torch.autograd.grad(self.loss(train_batch, float32=True)[0], self.alphas)
         with torch.no_grad():
             torch._foreach_copy_(weights, originals)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(grads_plus, grads_minus)]
 
     def exact_mixed_hvp(self, v, train_batch: Batch) -> list[torch.Tensor]:
         """grad_a (grad_w L_train(w, a) . v) by double backward."""
-        loss, _ = self.loss(train_batch)
+        loss, _ = self.loss(train_batch, float32=True)
         grads_w = torch.autograd.grad(loss, self.weights, create_graph=True)
         dot = sum((g * vi).sum() for g, vi in zip(grads_w, v))
         return list(torch.autograd.grad(dot, self.alphas))

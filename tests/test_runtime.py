@@ -1,0 +1,143 @@
+"""The fast path: same algorithm as the eager float32 baseline, and CPU checks of the GPU code paths."""
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from darts.errors import DartsError
+from darts.genotypes import DARTS_V2, PRIMITIVES
+from darts.model import NetworkCIFAR
+from darts.runtime import Runtime, build_runtime
+from darts.strategies import build_strategy
+
+SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,
+                              stem_multiplier=3))
+OPTIM = OmegaConf.create(dict(weights=dict(lr=0.1, lr_min=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=5.0),
+                              alphas=dict(lr=0.01, betas=[0.5, 0.999], weight_decay=1e-3)))
+CPU = torch.device("cpu")
+
+
+def fast_cfg(**changes):
+    return OmegaConf.create(dict(dict(enabled=True, channels_last=True, amp="auto", compile="auto",
+                                      compile_mode="default", checkpoint_cells=False), **changes))
+
+
+def test_runtime_defaults_on_cpu_and_the_baseline():
+    fast = build_runtime(fast_cfg(), CPU, deterministic=False)
+    assert fast.amp_dtype is None and fast.channels_last and not fast.compile and fast.selective_grads
+    baseline = build_runtime(fast_cfg(enabled=False), CPU, deterministic=False)
+    assert not (baseline.channels_last or baseline.selective_grads or baseline.compile)
+    assert build_runtime(fast_cfg(amp="bf16"), CPU, False).amp_dtype == torch.bfloat16
+    assert build_runtime(fast_cfg(compile=True), CPU, False).compile
+    with pytest.raises(DartsError, match="valid choices: auto, bf16, fp16, off"):
+        build_runtime(fast_cfg(amp="fp8"), CPU, False)
+
+
+def strategy_with(runtime, order=1, model=None):
+    strategy = build_strategy(OmegaConf.create(dict(name="darts", order=order)))
+    if model is None:
+        torch.manual_seed(0)
+        model = strategy.build_supernet(SPACE, 4, 3)
+    strategy.setup(model, OPTIM, epochs=2, steps_per_epoch=2, runtime=runtime)
+    return strategy, model
+
+
+def batches(n=3):
+    gen = torch.Generator().manual_seed(3)
+    return [(torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 4, (8,), generator=gen)) for _ in range(n)]
+
+
+def test_fast_path_takes_the_same_steps_as_the_eager_baseline():
+    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True))
+    base, base_model = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False),
+                                     model=copy.deepcopy(fast_model))
+    data = batches()
+    for strategy in (fast, base):
+        for step in range(2):
+            strategy.step(data[step], iter([data[2]]), epoch=0)
+    for a, b in zip(fast_model.parameters(), base_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_path_second_order_gradient_matches_the_baseline():
+    # Compared before Adam: its normalisation turns float noise on near-zero gradients into full steps.
+    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True), order=2)
+    base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False), order=2,
+                            model=copy.deepcopy(fast_model))
+    data = batches()
+    for strategy in (fast, base):
+        strategy.weight_step(data[2])  # a momentum buffer for the virtual step
+    got, _, _ = fast.unrolled_alpha_gradient(data[0], data[1])
+    expected, _, _ = base.unrolled_alpha_gradient(data[0], data[1])
+    for g, e in zip(got, expected):
+        assert (g - e).norm() <= 1e-3 * e.norm()
+
+
+def test_alpha_step_computes_no_weight_gradients_on_the_fast_path():
+    strategy, model = strategy_with(Runtime(CPU))
+    seen = []
+    for weight in model.weight_parameters():
+        weight.register_hook(lambda grad: seen.append(grad))
+    data = batches()
+    strategy.alpha_step(data[0], data[1])
+    assert seen == [] and all(w.grad is None for w in model.weight_parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_search_step_runs_on_cpu_and_tracks_float32(dtype):
+    amp, model = strategy_with(Runtime(CPU, amp_dtype=dtype))
+    full, _ = strategy_with(Runtime(CPU), model=copy.deepcopy(model))
+    data = batches()
+    assert amp.runtime.scaler.is_enabled() == (dtype == torch.float16)
+    amp_metrics = amp.step(data[0], iter([data[1]]), epoch=0)
+    full_metrics = full.step(data[0], iter([data[1]]), epoch=0)
+    rel = abs(amp_metrics["loss_sum"] - full_metrics["loss_sum"]) / full_metrics["loss_sum"]
+    assert rel < 5e-2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "grad_scaler" in amp.checkpointables()
+
+
+def test_second_order_under_autocast_stays_float32():
+    amp, model = strategy_with(Runtime(CPU, amp_dtype=torch.bfloat16), order=2)
+    full, _ = strategy_with(Runtime(CPU), order=2, model=copy.deepcopy(model))
+    data = batches()
+    got, _, _ = amp.unrolled_alpha_gradient(data[0], data[1])
+    expected, _, _ = full.unrolled_alpha_gradient(data[0], data[1])
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpointed_cells_give_the_same_gradients():
+    plain, model = strategy_with(Runtime(CPU))
+    recomputed, other = strategy_with(Runtime(CPU, checkpoint_cells=True), model=copy.deepcopy(model))
+    assert other.checkpoint_cells
+    x, y = batches()[0]
+    for strategy in (plain, recomputed):
+        loss, _ = strategy.loss((x, y))
+        loss.backward()
+    for a, b in zip(model.parameters(), other.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+    torch.manual_seed(0)
+    network = NetworkCIFAR(4, 4, 3, True, DARTS_V2, drop_path_prob=0.3)
+    twin = copy.deepcopy(network)
+    twin.checkpoint_cells = True
+    grads = []
+    for net in (network, twin):
+        torch.manual_seed(7)  # drop path masks: the recomputation must replay them
+        logits, aux = net(x)
+        (logits.sum() + aux.sum()).backward()
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_final_network_matches_eager_on_cpu():
+    torch.manual_seed(0)
+    network = NetworkCIFAR(4, 4, 2, False, DARTS_V2).eval()
+    compiled = Runtime(CPU, compile=True).prepare(network)
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), network(x), rtol=1e-4, atol=1e-5)
