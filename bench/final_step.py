@@ -72,8 +72,9 @@ def main(argv=None) -> dict:
             check_forward = check_runtime.prepare(model)
             model.train()
             model.drop_path_prob = 0.0  # no randomness, so both paths see the same function
+            inputs = batch[0].contiguous(memory_format=check_runtime.memory_format)
             with torch.no_grad(), check_runtime.autocast():
-                logits, _ = check_forward(batch[0])
+                logits, _ = check_forward(inputs)
             losses.append(float(nn.functional.cross_entropy(logits.float(), batch[1])))
         tolerance = 1e-3 if runtime.amp_dtype is None else 5e-2
         error = abs(losses[0] - losses[1]) / abs(losses[1])

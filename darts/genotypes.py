@@ -144,15 +144,29 @@ def _parse_community_string(text: str) -> Genotype:
     return Genotype.from_dict(fields)
 
 
-def parse_genotype(text: str) -> Genotype:
-    """A genotype from JSON (``to_json``) or the community ``Genotype(...)`` string."""
+def genotype_from_dict(data):
+    """A DARTS Genotype, or an NB201Genotype for ``{"nb201": ...}`` / ``{"arch_str": ...}``."""
+    from darts.nb201 import NB201Genotype, is_nb201_dict  # lazy: darts.nb201 imports this module
+
+    if is_nb201_dict(data):
+        return NB201Genotype.from_dict(data)
+    return Genotype.from_dict(data)
+
+
+def parse_genotype(text: str):
+    """A genotype from JSON (``to_json``), the community ``Genotype(...)`` string or a NAS-Bench-201
+    string (``|op~0|+|op~0|op~1|+...``, an NB201Genotype)."""
     text = text.strip()
     if text.startswith("{"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise DartsError(f"malformed genotype JSON: {err}") from None
-        return Genotype.from_dict(data.get("genotype", data) if isinstance(data, dict) else data)
+        return genotype_from_dict(data.get("genotype", data) if isinstance(data, dict) else data)
+    if text.startswith("|"):
+        from darts.nb201 import NB201Genotype
+
+        return NB201Genotype.from_string(text)
     return _parse_community_string(text)
 
 
@@ -240,15 +254,15 @@ def derive_genotype(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, pr
     return Genotype(cells[0], concat, cells[1], concat)
 
 
-def resolve_genotype(spec: str) -> Genotype:
+def resolve_genotype(spec: str):
     """A genotype from a published name, a genotype.json (or any file holding one), a search run
-    directory (its genotype.json), or a JSON/community string."""
+    directory (its genotype.json), or a JSON/community/NAS-Bench-201 string."""
     from pathlib import Path
 
     spec = str(spec).strip()
     if spec in PUBLISHED:
         return PUBLISHED[spec]
-    if spec.startswith(("Genotype(", "{")):
+    if spec.startswith(("Genotype(", "{", "|")):
         return parse_genotype(spec)
     path = Path(spec)
     if path.is_dir():

@@ -26,7 +26,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.genotypes import Genotype
+from darts.genotypes import Genotype, genotype_from_dict
+from darts.nb201 import NB201Network
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, is_identity
 
 # The value of the ``format`` key that marks a file as one of our exports, and
@@ -378,9 +379,10 @@ class NetworkImageNet(_FinalNetwork):
         return s0, self.stem1(s0)
 
 
-NETWORK_CLASSES: dict[str, type[_FinalNetwork]] = {
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "NetworkCIFAR": NetworkCIFAR,
     "NetworkImageNet": NetworkImageNet,
+    "NB201Network": NB201Network,  # the NAS-Bench-201 evaluation network (darts/nb201.py)
 }
 
 
@@ -434,7 +436,7 @@ def check_compatible(model: nn.Module, state_dict, genotype: Genotype | dict | N
     if genotype is not None and hasattr(model, "genotype"):
         if isinstance(genotype, Mapping):
             try:
-                genotype = Genotype.from_dict(genotype)
+                genotype = genotype_from_dict(genotype)
             except DartsError as err:
                 raise DartsError(f"{source} records an invalid genotype: {err}") from None
         if genotype != model.genotype:
@@ -588,7 +590,7 @@ def load(path, map_location="cpu") -> nn.Module:
     if not isinstance(config, Mapping):
         raise DartsError(f"model export {path} has a malformed config: {type(config).__name__}")
     try:
-        genotype = Genotype.from_dict(payload["genotype"])
+        genotype = genotype_from_dict(payload["genotype"])
     except DartsError as err:
         raise DartsError(f"model export {path} holds an invalid genotype: {err}") from None
     try:

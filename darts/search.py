@@ -5,6 +5,7 @@ and writes the run directory: genotypes, results, TensorBoard, checkpoints.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -80,11 +81,24 @@ class SearchRun:
                              f"{state.get('strategy_name')!r}, not {self.strategy.name!r}")
         load_state_dicts({"model": self.model}, state, f"checkpoint {self.checkpoint_path}")
         load_state_dicts(self.strategy.checkpointables(), state["strategy"], f"checkpoint {self.checkpoint_path}")
+        self.check_split_unchanged()
         self.data.alpha_stream.load_state_dict(state["alpha_stream"])
         set_rng_state(state["rng"])
         self.history = list(state["history"])
         self.wall_time_s = state["wall_time_s"]
         self.start_epoch = state["epoch"] + 1
+
+    def check_split_unchanged(self) -> None:
+        """A resume must train on the split the run started with (same seed, portion, dataset)."""
+        recorded = self.run_dir / "split.json"
+        if not recorded.is_file():
+            return
+        split = json.loads(recorded.read_text())
+        if (split["weight_indices"] != self.data.weight_indices.tolist()
+                or split["alpha_indices"] != self.data.alpha_indices.tolist()):
+            raise DartsError(f"this configuration splits the data differently from the run in {self.run_dir} "
+                             f"(seed {split['seed']}, portion {split['portion']}): resume with the run's own "
+                             "seed, dataset and search.train_portion")
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -138,9 +152,12 @@ class SearchRun:
         self.history.append(record)
         self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
                             prefix="epoch/")
+        # Spaces whose edges are not DARTS's (NAS-Bench-201) name the heatmap rows themselves.
+        row_labels = self.model.heatmap_row_labels() if hasattr(self.model, "heatmap_row_labels") else None
         for cell, cell_weights in weights.items():
             self.logger.image(f"alphas/{cell}", viz.alpha_heatmap(cell_weights.cpu(), self.model.primitives,
-                                                                 self.model.steps, title=f"{cell} epoch {epoch}"),
+                                                                 self.model.steps, title=f"{cell} epoch {epoch}",
+                                                                 row_labels=row_labels),
                               epoch)
         self.logger.text("genotype", f"`{genotype}`", epoch)
         drawings = viz.draw_genotype(genotype, self.run_dir / "cells")

@@ -6,6 +6,7 @@ from typing import Callable
 import torch.nn as nn
 
 from darts.errors import DartsError, choices_message
+from darts.nb201 import build_nb201_space
 from darts.ops import check_ops
 from darts.supernet import MixedOp, SuperNet
 
@@ -18,7 +19,8 @@ def _darts_space(space, num_classes: int, in_channels: int, mixed_op: Callable[.
                     stem_stride=space.get("stem_stride", 1), edge_normalization=edge_normalization)
 
 
-SPACES: dict[str, Callable[..., nn.Module]] = {"darts": _darts_space}
+# Each builder: (space config, num_classes, in_channels, mixed_op, edge_normalization=False) -> supernet.
+SPACES: dict[str, Callable[..., nn.Module]] = {"darts": _darts_space, "nb201": build_nb201_space}
 
 
 def build_supernet(space, num_classes: int, in_channels: int, mixed_op: Callable[..., nn.Module] = MixedOp,

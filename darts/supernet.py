@@ -46,17 +46,19 @@ class MixedOp(nn.Module):
     """Weighted sum of every candidate op on one edge.
 
     ``none`` is never run: it outputs zeros, so its term and its gradient are
-    exactly zero; skipping it saves a launch per edge.
+    exactly zero; skipping it saves a launch per edge. ``pool_bn`` puts the
+    DARTS supernet's affine-free BN after each pool (the NAS-Bench-201 supernet
+    has none there).
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str]):
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], pool_bn: bool = True):
         super().__init__()
         self.primitives = tuple(primitives)
         self.stride = stride
         ops = []
         for name in self.primitives:
             op = build_op(name, C, stride, affine=False)
-            if is_pool(name):
+            if pool_bn and is_pool(name):
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
@@ -145,7 +147,13 @@ class SuperNet(nn.Module):
     """Stem, `layers` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
 
     forward: (N, in_channels, H, W) -> logits (N, num_classes).
+
+    Strategies reach the alphas through ``cell_alphas()`` ({cell type: (edges, ops)},
+    in ``cell_types`` order) and derive cells with ``genotype_from_alphas``, so a
+    space with other cell types (NAS-Bench-201: one) plugs in without changes to them.
     """
+
+    cell_types = ("normal", "reduce")
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = PRIMITIVES, in_channels: int = 3,
@@ -204,6 +212,10 @@ class SuperNet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def cell_alphas(self) -> dict[str, nn.Parameter]:
+        """Each cell type's alpha matrix (edges, ops)."""
+        return {"normal": self.alphas_normal, "reduce": self.alphas_reduce}
+
     # -- forward ---------------------------------------------------------------
     def edge_scales(self, detach: bool = False) -> dict[str, torch.Tensor] | None:
         """Per-node softmax of the betas, (edges,) per cell; None without edge normalisation."""
@@ -244,7 +256,51 @@ class SuperNet(nn.Module):
             weights = {cell: w * scales[cell][:, None] for cell, w in weights.items()}
         return weights
 
+    def genotype_from_alphas(self, alphas: dict[str, torch.Tensor],
+                             edge_weights: dict[str, torch.Tensor] | None = None) -> Genotype:
+        """The published rule on softmax(alphas[cell]) (edges, ops) per cell, each row scaled by
+        ``edge_weights[cell]`` (edges,) when given."""
+        edge_weights = edge_weights or {}
+        return derive_genotype(alphas["normal"], alphas["reduce"], self.primitives, self.steps,
+                               edge_weights_normal=edge_weights.get("normal"),
+                               edge_weights_reduce=edge_weights.get("reduce"))
+
     def genotype(self) -> Genotype:
-        scales = self.edge_scales(detach=True) or {}
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.primitives, self.steps,
-                               edge_weights_normal=scales.get("normal"), edge_weights_reduce=scales.get("reduce"))
+        return self.genotype_from_alphas(self.cell_alphas(), self.edge_scales(detach=True))
+
+    # -- random cells (random search with weight sharing) ---------------------------------------
+    def random_op_choices(self) -> list[int]:
+        """Op indices a random cell draws from: every op but ``none``, which a genotype cannot hold."""
+        return [k for k, name in enumerate(self.primitives) if name != "none"]
+
+    def random_architecture(self, generator: torch.Generator) -> dict[str, list[int | None]]:
+        """Per cell type and node: two distinct input edges, a uniform non-``none`` op on each; the
+        node's other edges are None (switched off)."""
+        op_choices = self.random_op_choices()
+        architecture = {}
+        for cell in self.cell_types:
+            active: list[int | None] = []
+            for node in range(self.steps):
+                row: list[int | None] = [None] * (node + 2)
+                edges = torch.randperm(node + 2, generator=generator)[:2].tolist()
+                ops = torch.randint(len(op_choices), (2,), generator=generator).tolist()
+                for edge, op in zip(edges, ops):
+                    row[edge] = op_choices[op]
+                active.extend(row)
+            architecture[cell] = active
+        return architecture
+
+    def architecture_genotype(self, architecture: dict[str, list[int | None]]) -> Genotype:
+        """The genotype of a random architecture: each node's two kept edges, in input order."""
+        cells = []
+        for cell in self.cell_types:
+            pairs, start = [], 0
+            for node in range(self.steps):
+                for source in range(node + 2):
+                    op = architecture[cell][start + source]
+                    if op is not None:
+                        pairs.append((self.primitives[op], source))
+                start += node + 2
+            cells.append(pairs)
+        concat = list(range(2, self.steps + 2))
+        return Genotype(cells[0], concat, cells[1], concat)

@@ -25,7 +25,7 @@ from darts.errors import DartsError
 from darts.genotypes import resolve_genotype
 from darts.tracking import MetricAccumulator, RunLogger, write_json
 
-NETWORKS = {"cifar": networks.NetworkCIFAR, "imagenet": networks.NetworkImageNet}
+NETWORKS = {"cifar": networks.NetworkCIFAR, "imagenet": networks.NetworkImageNet, "nb201": networks.NB201Network}
 SCHEDULES = ("cosine", "exponential")
 EXPORT_NAME = "model.pt"
 
@@ -33,6 +33,14 @@ EXPORT_NAME = "model.pt"
 def build_network(train_cfg, genotype, num_classes: int, in_channels: int) -> nn.Module:
     if train_cfg.network not in NETWORKS:
         raise DartsError(f"unknown network {train_cfg.network!r}; valid choices: {', '.join(NETWORKS)}")
+    if train_cfg.network == "nb201":
+        # The benchmark's network: N cells per stage, no auxiliary head, no drop path.
+        if train_cfg.auxiliary:
+            raise DartsError("the nb201 network has no auxiliary head: set train.auxiliary=false")
+        if train_cfg.drop_path_prob:
+            raise DartsError("the nb201 network has no drop path: set train.drop_path_prob=0")
+        return NETWORKS["nb201"](C=train_cfg.C, num_classes=num_classes, N=train_cfg.get("N", 5),
+                                 genotype=genotype, in_channels=in_channels)
     kwargs = dict(C=train_cfg.C, num_classes=num_classes, layers=train_cfg.layers,
                   auxiliary=train_cfg.auxiliary, genotype=genotype)
     if train_cfg.network == "cifar":
@@ -71,7 +79,8 @@ class FinalRun:
         self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
         refuse_to_overwrite(self.run_dir, self.checkpoint_path, cfg.resume)
         self.genotype = resolve_genotype(cfg.genotype)
-        self.genotype.check_ops_allowed([op for op in cfg.space.primitives if op != "none"])
+        # A DARTS genotype cannot hold `none` (its constructor refuses it); an NB201 one can.
+        self.genotype.check_ops_allowed(list(cfg.space.primitives))
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed, cfg.deterministic)
         tc = self.train_cfg
@@ -90,7 +99,8 @@ class FinalRun:
             raise DartsError(f"the training set has no full batch of {tc.batch_size}; lower train.batch_size")
         opt = tc.optimizer
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                                         weight_decay=opt.weight_decay, foreach=True)
+                                         weight_decay=opt.weight_decay, nesterov=bool(opt.get("nesterov", False)),
+                                         foreach=True)
         self.scheduler = build_schedule(self.optimizer, tc.schedule, self.epochs)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
         self.start_epoch, self.history, self.wall_time_s, self.train_time_s, self.images_seen = 0, [], 0.0, 0.0, 0
@@ -136,7 +146,8 @@ class FinalRun:
             self.optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(params, tc.optimizer.grad_clip, foreach=True)
+            if tc.optimizer.get("grad_clip") is not None:  # null: no clipping (NAS-Bench-201's recipe)
+                nn.utils.clip_grad_norm_(params, tc.optimizer.grad_clip, foreach=True)
             scaler.step(self.optimizer)
             scaler.update()
             count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a copy: no sync

@@ -332,8 +332,9 @@ def _dot_source(graph: _CellGraph, title: str) -> str:
     ]
     for index, (label, kind) in enumerate(zip(graph.labels, graph.kinds)):
         lines.append(f"  s{index} [label={_dot_string(label)}, fillcolor=\"{_hex(NODE_FILLS[kind])}\"];")
-    # Keep both inputs in the first column and the output alone in the last, as in the DARTS paper.
-    lines.append("  { rank=source; s0; s1; }")
+    # Keep the inputs in the first column and the output alone in the last, as in the DARTS paper.
+    inputs = "".join(f" s{index};" for index, kind in enumerate(graph.kinds) if kind == "input")
+    lines.append(f"  {{ rank=source;{inputs} }}")
     lines.append(f"  {{ rank=sink; s{graph.output}; }}")
     for source, target, op in graph.edges:
         if op is None:
@@ -710,7 +711,13 @@ def draw_cell(pairs, concat, path, title: str = "", steps: int | None = None, *,
     """
     if force_backend not in (None,) + BACKENDS:
         raise DartsError(f"unknown drawing backend {force_backend!r}; valid choices: {', '.join(BACKENDS)}")
-    graph = _cell_graph(pairs, concat, steps)
+    return _render(_cell_graph(pairs, concat, steps), path, title, force_backend)
+
+
+def _render(graph: _CellGraph, path, title: str, force_backend: str | None) -> Path:
+    """Write ``graph`` as a PNG at ``path`` with dot (falling back to Pillow) or the forced backend."""
+    if force_backend not in (None,) + BACKENDS:
+        raise DartsError(f"unknown drawing backend {force_backend!r}; valid choices: {', '.join(BACKENDS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     use_dot = force_backend == "dot" or (force_backend is None and shutil.which("dot") is not None)
@@ -721,17 +728,42 @@ def draw_cell(pairs, concat, path, title: str = "", steps: int | None = None, *,
         except DartsError as err:
             if force_backend == "dot":
                 raise
-            warnings.warn(f"{err}; drawing {path.name} with Pillow instead", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{err}; drawing {path.name} with Pillow instead", RuntimeWarning, stacklevel=3)
     _render_with_pil(graph, title).save(path, format="PNG")
     return path
 
 
-def draw_genotype(genotype, directory, prefix: str = "", *, force_backend: str | None = None) -> dict[str, Path]:
-    """Draw both cells of a Genotype as ``{prefix}normal.png`` and ``{prefix}reduce.png`` in ``directory``.
+def _dag_cell_graph(dag_edges, num_nodes: int) -> _CellGraph:
+    """A single-input cell (NAS-Bench-201): node 0 the input, node num_nodes - 1 the output.
 
-    Returns ``{'normal': path, 'reduce': path}``.
+    ``dag_edges`` are (source, target, op); ``none`` edges are left out (they carry nothing)
+    unless every edge is ``none``, so that the drawing still shows the cell."""
+    edges = [(int(source), int(target), str(op)) for source, target, op in dag_edges]
+    for source, target, _ in edges:
+        if not 0 <= source < target < num_nodes:
+            raise DartsError(f"cell edge {source}->{target} is invalid in a cell of {num_nodes} nodes")
+    kept = [edge for edge in edges if edge[2] != "none"] or edges
+    if not kept:
+        raise DartsError("a cell needs at least one edge to draw")
+    labels = ("in",) + tuple(str(node) for node in range(1, num_nodes - 1)) + ("out",)
+    kinds = ("input",) + ("intermediate",) * (num_nodes - 2) + ("output",)
+    return _CellGraph(labels, kinds, tuple(kept))
+
+
+def draw_genotype(genotype, directory, prefix: str = "", *, force_backend: str | None = None) -> dict[str, Path]:
+    """Draw the cells of a genotype as PNGs in ``directory``.
+
+    A DARTS Genotype gives ``{prefix}normal.png`` and ``{prefix}reduce.png`` and returns
+    ``{'normal': path, 'reduce': path}``. A single-cell genotype that lists its edges with
+    ``dag_edges()`` (NAS-Bench-201: (source, target, op), node 0 the input, the last node the
+    output) gives ``{prefix}cell.png`` and returns ``{'cell': path}``.
     """
     directory = Path(directory)
+    if hasattr(genotype, "dag_edges"):
+        edges = genotype.dag_edges()
+        num_nodes = genotype.steps + 1
+        path = _render(_dag_cell_graph(edges, num_nodes), directory / f"{prefix}cell.png", "cell", force_backend)
+        return {"cell": path}
     drawings = {}
     for cell, pairs, concat, title in (("normal", genotype.normal, genotype.normal_concat, "normal cell"),
                                        ("reduce", genotype.reduce, genotype.reduce_concat, "reduction cell")):

@@ -63,6 +63,8 @@ def test_resumed_search_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeyp
     monkeypatch.setattr(SearchRun, "end_of_epoch", original_end_of_epoch)
     assert not (tmp_path / "cut" / "results.json").exists()
 
+    with pytest.raises(DartsError, match="splits the data differently"):
+        run_search(search_config(tmp_path / "cut", "resume=true", "search.train_portion=0.25"), tmp_path / "cut")
     resumed = run_search(search_config(tmp_path / "cut", "resume=true"), tmp_path / "cut")
     assert resumed["alphas"] == full["alphas"], "alphas must match bit for bit"
     assert resumed["genotype"] == full["genotype"]

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Dirichlet
 
-from darts.genotypes import Genotype, derive_genotype
+from darts.genotypes import Genotype
 from darts.runtime import Runtime
 from darts.strategies.base import register_strategy
 from darts.strategies.darts import DARTS
@@ -61,12 +61,9 @@ class DrNAS(DARTS):
         return EdgeWeights(dirichlet_mean(alphas))
 
     def arch_weights(self) -> dict[str, torch.Tensor]:
-        return {"normal": dirichlet_mean(self.model.alphas_normal.detach()),
-                "reduce": dirichlet_mean(self.model.alphas_reduce.detach())}
+        return {cell: dirichlet_mean(alphas.detach()) for cell, alphas in self.model.cell_alphas().items()}
 
     def genotype(self) -> Genotype:
-        # derive_genotype applies a softmax to what it is given; softmax(log(mean)) is the mean itself
-        # (its rows sum to 1), so the published rule runs on the Dirichlet mean.
-        means = self.arch_weights()
-        return derive_genotype(means["normal"].log(), means["reduce"].log(), self.model.primitives,
-                               self.model.steps)
+        # The supernet's rule applies a softmax to what it is given; softmax(log(mean)) is the mean
+        # itself (its rows sum to 1), so the space's rule runs on the Dirichlet mean.
+        return self.model.genotype_from_alphas({cell: mean.log() for cell, mean in self.arch_weights().items()})

@@ -37,7 +37,12 @@ from darts.strategies.base import Batch, GeneratorState, register_strategy
 from darts.strategies.darts import DARTS
 from darts.supernet import EdgeWeights
 
-CELLS = ("normal", "reduce")
+def cell_type_of(model: nn.Module, alphas: torch.Tensor) -> str:
+    """The cell type whose alpha matrix ``alphas`` is (by identity: the supernet passes its own parameter)."""
+    for cell, cell_alphas in model.cell_alphas().items():
+        if alphas is cell_alphas:
+            return cell
+    raise DartsError("edge weighting called with a tensor that is none of the supernet's alpha matrices")
 
 
 def seed_from_global_rng() -> int:
@@ -88,22 +93,26 @@ class GDAS(DARTS):
 
     # -- sampling ------------------------------------------------------------------------
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
-        # The step's one device sync: both alpha matrices in one small host copy.
-        self.host_alphas = torch.stack([self.model.alphas_normal, self.model.alphas_reduce]).detach().float().cpu()
+        # The step's one device sync: every cell type's alphas in one small host copy.
+        self.host_alphas = self.stacked_alphas()
         try:
             return super().step(train_batch, alpha_batches, epoch)
         finally:
             self.host_alphas = None
 
+    def stacked_alphas(self) -> torch.Tensor:
+        """(cell types, edges, ops) float32 host copy of the alphas, in ``cell_alphas()`` order."""
+        return torch.stack(list(self.model.cell_alphas().values())).detach().float().cpu()
+
     def draw(self) -> None:
-        """Gumbel noise (2, edges, ops) and each edge's sampled op for the next forward."""
+        """Gumbel noise (cell types, edges, ops) and each edge's sampled op for the next forward."""
         host = self.host_alphas
         if host is None:  # a forward outside step(): one extra host copy
-            host = torch.stack([self.model.alphas_normal, self.model.alphas_reduce]).detach().float().cpu()
+            host = self.stacked_alphas()
         gumbels = -torch.empty(host.shape).exponential_(generator=self.generator).log()
         # argmax((log_softmax + g) / tau) does not depend on tau.
         chosen = (host.log_softmax(-1) + gumbels).argmax(-1).tolist()
-        self.pending = {cell: (gumbels[i], chosen[i]) for i, cell in enumerate(CELLS)}
+        self.pending = {cell: (gumbels[i], chosen[i]) for i, cell in enumerate(self.model.cell_alphas())}
 
     def loss(self, batch: Batch, float32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if self.model.training:
@@ -115,7 +124,7 @@ class GDAS(DARTS):
 
         Without a pending draw (evaluation, or a forward not run by this strategy) the
         supernet runs the most likely op per edge, the argmax of alpha (one host copy)."""
-        cell = "normal" if alphas is self.model.alphas_normal else "reduce"
+        cell = cell_type_of(self.model, alphas)
         num_ops = alphas.shape[-1]
         pending = self.pending.pop(cell, None)
         if pending is None:

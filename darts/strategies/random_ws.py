@@ -1,11 +1,13 @@
 """Random search with weight sharing (Li & Talwalkar, 2019).
 
 Training: every step samples one architecture uniformly from the cell space
-and takes a weight step with only its ops running. A random cell picks, for
-each intermediate node, two distinct input edges uniformly among its i+2 and
-one non-``none`` op for each; the node's other edges are switched off (their
-``active`` entry is None and their weight row zero), exactly the cell the
-genotype describes. The alphas are never used and there is no alpha optimiser.
+and takes a weight step with only its ops running. The supernet defines what a
+random cell is (``random_architecture``, ``architecture_genotype``): in the
+DARTS space, for each intermediate node, two distinct input edges uniformly
+among its i+2 and one non-``none`` op for each; the node's other edges are
+switched off (their ``active`` entry is None and their weight row zero),
+exactly the cell the genotype describes. In NAS-Bench-201, one op per edge
+drawn from all ops. The alphas are never used and there is no alpha optimiser.
 
 Selection: ``num_candidates`` random architectures are scored with the shared
 weights on the same few alpha-split batches (mean cross-entropy, lower is
@@ -35,7 +37,7 @@ from darts.genotypes import Genotype
 from darts.runtime import Runtime
 from darts.strategies.base import Batch, GeneratorState, register_strategy
 from darts.strategies.darts import DARTS, preserved_bn_stats
-from darts.strategies.gdas import CELLS, one_hot_rows, seed_from_global_rng
+from darts.strategies.gdas import cell_type_of, one_hot_rows, seed_from_global_rng
 from darts.supernet import EdgeWeights
 
 # One architecture: per cell, each edge's op index, or None for an edge that is off.
@@ -98,8 +100,8 @@ class RandomWS(DARTS):
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.primitives = list(model.primitives)
-        self.op_choices = [k for k, name in enumerate(self.primitives) if name != "none"]
-        if not self.op_choices:
+        self.op_choices = model.random_op_choices()
+        if not any(self.primitives[k] != "none" for k in self.op_choices):
             raise DartsError("strategy random_ws needs an op other than 'none' in space.primitives")
         self.generator.manual_seed(seed_from_global_rng())
         model.edge_weighting = self.sampled_weighting
@@ -113,39 +115,17 @@ class RandomWS(DARTS):
 
     # -- architectures ------------------------------------------------------------------------
     def sample_architecture(self, generator: torch.Generator) -> Architecture:
-        """Per cell and node: two distinct input edges, a uniform non-``none`` op on each."""
-        architecture = {}
-        for cell in CELLS:
-            active: list[int | None] = []
-            for node in range(self.model.steps):
-                row: list[int | None] = [None] * (node + 2)
-                edges = torch.randperm(node + 2, generator=generator)[:2].tolist()
-                ops = torch.randint(len(self.op_choices), (2,), generator=generator).tolist()
-                for edge, op in zip(edges, ops):
-                    row[edge] = self.op_choices[op]
-                active.extend(row)
-            architecture[cell] = active
-        return architecture
+        """A uniformly random cell per cell type, as the supernet's space defines one."""
+        return self.model.random_architecture(generator)
 
     def architecture_genotype(self, architecture: Architecture) -> Genotype:
-        """The genotype of a sampled architecture: each node's two kept edges, in input order."""
-        cells = []
-        for cell in CELLS:
-            pairs, start = [], 0
-            for node in range(self.model.steps):
-                for source in range(node + 2):
-                    op = architecture[cell][start + source]
-                    if op is not None:
-                        pairs.append((self.primitives[op], source))
-                start += node + 2
-            cells.append(pairs)
-        concat = list(range(2, self.model.steps + 2))
-        return Genotype(cells[0], concat, cells[1], concat)
+        """The genotype of a sampled architecture."""
+        return self.model.architecture_genotype(architecture)
 
     def sampled_weighting(self, alphas: torch.Tensor) -> EdgeWeights:
         """The one-hot weights (edges, ops) and op list of the architecture this forward runs:
         the pending sample in training, else the chosen architecture."""
-        cell = "normal" if alphas is self.model.alphas_normal else "reduce"
+        cell = cell_type_of(self.model, alphas)
         active = self.pending.pop(cell, None)
         if active is None:
             # The forward of an evaluation: the ranked winner, or before any ranking a fixed
@@ -209,7 +189,9 @@ class RandomWS(DARTS):
         return self.architecture_genotype(self.winner)
 
     def arch_weights(self) -> dict[str, torch.Tensor]:
-        """Uniform over the non-``none`` ops: the distribution each kept edge samples from."""
-        weights = torch.zeros(len(self.model.alphas_normal), len(self.primitives))
-        weights[:, self.op_choices] = 1.0 / len(self.op_choices)
-        return {cell: weights.clone() for cell in CELLS}
+        """Uniform over the ops a random cell draws from: the distribution each kept edge samples from."""
+        weights = {}
+        for cell, alphas in self.model.cell_alphas().items():
+            weights[cell] = torch.zeros(len(alphas), len(self.primitives))
+            weights[cell][:, self.op_choices] = 1.0 / len(self.op_choices)
+        return weights
