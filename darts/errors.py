@@ -18,8 +18,25 @@ def choices_message(kind: str, name: object, valid) -> str:
     return f"unknown {kind} {name!r}; valid choices: {', '.join(sorted(map(str, valid)))}"
 
 
+def _multirun_job_dir():
+    """The job's output directory when running inside a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return None
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get().runtime.output_dir
+
+
 def exit_on_user_error(fn):
-    """Decorate a CLI task so a :class:`DartsError` prints one line and exits 2."""
+    """Decorate a CLI task so a :class:`DartsError` prints one line and exits 2.
+
+    Inside a multirun, exiting would end the whole sweep: the job instead writes
+    its message to ``error.txt`` in its directory and re-raises, so Hydra marks
+    that job failed, runs the others, and exits non-zero at the end.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,6 +44,11 @@ def exit_on_user_error(fn):
             return fn(*args, **kwargs)
         except DartsError as err:
             print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            job_dir = _multirun_job_dir()
+            if job_dir is None:
+                sys.exit(2)
+            with open(f"{job_dir}/error.txt", "w") as handle:
+                handle.write(f"{err}\n")
+            raise
 
     return wrapper

@@ -51,6 +51,8 @@ class Group:
 
 
 def _last_error_line(directory: Path) -> str:
+    if (directory / "error.txt").is_file():
+        return (directory / "error.txt").read_text().strip()[:200]
     for log in sorted(directory.glob("*.log")):
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
         for line in reversed(lines):
