@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
 from darts.ops import ReLUConvBN, build_op, check_ops
-from darts.supernet import EdgeWeights, MixedOp, softmax_weighting
+from darts.supernet import ArchParameterSplit, EdgeWeights, MixedOp, softmax_weighting
 
 NB201_PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_NODES = 4  # node 0 = the cell input, node 3 = the cell output
@@ -249,7 +249,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201SuperNet(nn.Module):
+class NB201SuperNet(ArchParameterSplit, nn.Module):
     """The benchmark's search network: stem, 3 stages of N search cells (C, 2C, 4C) joined by
     residual reductions, BN + ReLU, global pooling, linear. One alpha matrix shared by all cells.
 
@@ -293,17 +293,6 @@ class NB201SuperNet(nn.Module):
             self.betas_normal = nn.Parameter(alpha_init_scale * torch.randn(len(NB201_EDGES)))
         self.edge_weighting: Callable[[torch.Tensor], EdgeWeights] = softmax_weighting
         self.checkpoint_cells = False
-
-    # -- parameter sets ---------------------------------------------------------------------
-    def arch_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(name, p) for name, p in self.named_parameters() if name.startswith(("alphas_", "betas_"))]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.arch_named_parameters()]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
 
     def cell_alphas(self) -> dict[str, nn.Parameter]:
         """Each cell type's alpha matrix (edges, ops): here the one shared matrix."""

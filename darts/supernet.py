@@ -143,7 +143,21 @@ def softmax_per_node(edge_logits: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
-class SuperNet(nn.Module):
+class ArchParameterSplit:
+    """Splits a supernet's parameters: architecture (named ``alphas_*``/``betas_*``) and weights."""
+
+    def arch_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(name, p) for name, p in self.named_parameters() if name.startswith(("alphas_", "betas_"))]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.arch_named_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+
+class SuperNet(ArchParameterSplit, nn.Module):
     """Stem, `layers` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
 
     forward: (N, in_channels, H, W) -> logits (N, num_classes).
@@ -200,17 +214,6 @@ class SuperNet(nn.Module):
         self.edge_weighting: Callable[[torch.Tensor], EdgeWeights] = softmax_weighting
         # Recompute each cell's activations in backward instead of storing them (runtime option).
         self.checkpoint_cells = False
-
-    # -- parameter sets ------------------------------------------------------
-    def arch_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(name, p) for name, p in self.named_parameters() if name.startswith(("alphas_", "betas_"))]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.arch_named_parameters()]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
 
     def cell_alphas(self) -> dict[str, nn.Parameter]:
         """Each cell type's alpha matrix (edges, ops)."""
