@@ -17,6 +17,7 @@ network before it is loaded (:func:`check_compatible`).
 """
 from __future__ import annotations
 
+import abc
 import os
 import uuid
 from collections.abc import Mapping
@@ -220,7 +221,7 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
-class _FinalNetwork(nn.Module):
+class _FinalNetwork(nn.Module, abc.ABC):
     """Shared body: a stack of cells, an optional auxiliary head, global pooling and a classifier.
 
     Subclasses build ``self._stem`` behaviour and call :meth:`_build_cells`.
@@ -271,8 +272,9 @@ class _FinalNetwork(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, self.num_classes)
 
+    @abc.abstractmethod
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """The two inputs of the first cell."""
 
     def forward(self, x: torch.Tensor):
         """(N, in_channels, H, W) -> training: (logits, logits_aux or None); eval: logits.
