@@ -574,6 +574,24 @@ def _check_indices(indices: Tensor | None, num_examples: int) -> Tensor:
     return indices
 
 
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    rank, world_size = (int(v) for v in shard)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"shard {shard} is not (rank, world_size) with 0 <= rank < world_size")
+    return rank, world_size
+
+
+def shard_slice(length: int, shard: tuple[int, int]) -> slice:
+    """This rank's contiguous part of a global batch of ``length``: equal parts when ``length``
+    divides evenly (training batches), the last ranks one shorter otherwise (evaluation tails)."""
+    rank, world_size = shard
+    return slice(rank * length // world_size, (rank + 1) * length // world_size)
+
+
+def _rank_suffix(shard: tuple[int, int]) -> str:
+    return f"/rank{shard[0]}" if shard[1] > 1 else ""
+
+
 def _check_start(start: int, num_batches: int) -> None:
     if not 0 <= start <= num_batches:
         raise ValueError(f"start batch {start} is outside 0..{num_batches}")
@@ -587,10 +605,14 @@ class DeviceBatches:
 
     The selected images (N, C, H, W) uint8 and labels (N,) int64 move to ``device`` once; each batch is
     gathered there and augmented by ``augment`` with a generator derived from (seed, stream, epoch, batch).
+    ``batch_size`` is the global batch; with ``shard=(rank, world_size)`` a rank yields its contiguous part
+    of every global batch, augmented with the global batch's random draws, so N ranks together see exactly
+    the batches one process sees.
     """
 
     def __init__(self, data: ImageTensors, indices: Tensor | None, batch_size: int, augment: Augment, seed: int,
-                 stream: str, device, shuffle: bool = True, drop_last: bool = True):
+                 stream: str, device, shuffle: bool = True, drop_last: bool = True,
+                 shard: tuple[int, int] = (0, 1)):
         self.device = torch.device(device)
         self.batch_size = _check_batch_size(batch_size)
         if indices is None:
@@ -606,6 +628,7 @@ class DeviceBatches:
         self.stream = stream
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.shard = _check_shard(shard)
 
     @property
     def num_examples(self) -> int:
@@ -624,7 +647,15 @@ class DeviceBatches:
         for batch in range(start, len(self)):
             positions = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             generator = torch.Generator().manual_seed(_batch_seed(self.seed, self.stream, epoch, batch))
-            yield self.augment(self.images[positions], generator), self.labels[positions]
+            draw = self.augment.sample((len(positions), *self.images.shape[1:]), generator, self.device)
+            part = shard_slice(len(positions), self.shard)
+            if self.shard[1] > 1:
+                if part.start == part.stop:   # an evaluation tail shorter than the number of ranks
+                    continue
+                positions = positions[part]
+                draw = AugmentDraw(**{name: None if value is None else value[part]
+                                      for name, value in vars(draw).items()})
+            yield self.augment.apply(self.images[positions], draw), self.labels[positions]
 
     def __repr__(self) -> str:
         return (f"DeviceBatches({self.num_examples} examples, batch {self.batch_size}, {len(self)} batches, "
@@ -638,8 +669,10 @@ class EpochBatchSampler(Sampler):
     visits the same examples in the same order whichever source serves them.
     """
 
-    def __init__(self, indices: Tensor, batch_size: int, seed: int, stream: str, shuffle: bool, drop_last: bool):
+    def __init__(self, indices: Tensor, batch_size: int, seed: int, stream: str, shuffle: bool, drop_last: bool,
+                 shard: tuple[int, int] = (0, 1)):
         self.indices = indices
+        self.shard = _check_shard(shard)
         self.batch_size = batch_size
         self.seed = seed
         self.stream = stream
@@ -656,8 +689,9 @@ class EpochBatchSampler(Sampler):
 
     def batches(self, epoch: int, start: int = 0) -> list[list[int]]:
         order = self.indices[_epoch_order(len(self.indices), self.seed, self.stream, epoch, self.shuffle)]
-        return [order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
-                for batch in range(start, len(self))]
+        batches = [order[batch * self.batch_size:(batch + 1) * self.batch_size] for batch in range(start, len(self))]
+        shards = [chunk[shard_slice(len(chunk), self.shard)].tolist() for chunk in batches]
+        return [indices for indices in shards if indices]   # an evaluation tail may leave a rank nothing
 
     def __iter__(self) -> Iterator[list[int]]:
         # Eager: a DataLoader with persistent workers asks for its sampler's iterator when the pass is
@@ -674,20 +708,22 @@ class LoaderBatches:
     """
 
     def __init__(self, dataset: Dataset, indices: Tensor | None, batch_size: int, seed: int, stream: str, device,
-                 shuffle: bool = True, drop_last: bool = True, num_workers: int = 0):
+                 shuffle: bool = True, drop_last: bool = True, num_workers: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         self.dataset = dataset
         self.device = torch.device(device)
         self.batch_size = _check_batch_size(batch_size)
         self.indices = _check_indices(indices, len(dataset))
         self.seed = int(seed)
         self.stream = stream
-        self.sampler = EpochBatchSampler(self.indices, self.batch_size, self.seed, stream, shuffle, drop_last)
+        self.sampler = EpochBatchSampler(self.indices, self.batch_size, self.seed, stream, shuffle, drop_last, shard)
         num_workers = int(num_workers)
         self.loader = DataLoader(
             dataset, batch_sampler=self.sampler, num_workers=num_workers,
             pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
             # Seeds the workers' RNGs, so the transforms' randomness does not depend on the global RNG.
-            generator=torch.Generator().manual_seed(stream_seed(self.seed, f"{stream}/workers", 0)))
+            # Each rank its own worker seeds: the same seeds would give every shard the same crops.
+            generator=torch.Generator().manual_seed(stream_seed(self.seed, f"{stream}/workers{_rank_suffix(shard)}", 0)))
 
     @property
     def num_examples(self) -> int:
@@ -796,29 +832,37 @@ def _train_augment(cfg, info: DatasetInfo, cutout: int = 0) -> Augment:
 
 
 def build_search_data(cfg, batch_size: int, portion: float, seed: int, device,
-                      eval_batch_size: int | None = None) -> SearchData:
-    """The search's batches from the training split only (the test split is never loaded)."""
+                      eval_batch_size: int | None = None, shard: tuple[int, int] = (0, 1),
+                      cutout: int = 0) -> SearchData:
+    """The search's batches from the training split only (the test split is never loaded).
+    ``batch_size`` is the global batch; ``shard=(rank, world_size)`` gives this rank's part of each.
+    ``cutout`` > 0 adds cutout to the weight half's augmentation (random sampling trains its candidates
+    there as final training does); a folder dataset's halves share one transform, so its alpha stream
+    gets cutout too."""
     eval_batch_size = eval_batch_size or batch_size
     num_workers = int(_option(cfg, "num_workers", 2))
-    train, info = _load(cfg, "train", training_transforms=True)
+    train, info = _load(cfg, "train", training_transforms=True, cutout=cutout)
     weight_indices, alpha_indices = search_split(len(train), portion, seed)
     if isinstance(train, ImageTensors):
         augment = _train_augment(cfg, info)
-        weight_batches = DeviceBatches(train, weight_indices, batch_size, augment, seed, "search/weights", device)
+        weight_batches = DeviceBatches(train, weight_indices, batch_size, _train_augment(cfg, info, cutout), seed,
+                                       "search/weights", device, shard=shard)
         # One device copy of the alpha half, shared by the stream and the evaluation pass.
         device = torch.device(device)
         alpha_half = ImageTensors(train.images[alpha_indices].to(device), train.labels[alpha_indices].to(device))
-        alpha_batches = DeviceBatches(alpha_half, None, batch_size, augment, seed, "search/alphas", device)
+        alpha_batches = DeviceBatches(alpha_half, None, batch_size, augment, seed, "search/alphas", device,
+                                      shard=shard)
         alpha_eval_batches = DeviceBatches(alpha_half, None, eval_batch_size, Augment(info.mean, info.std), seed,
-                                           "search/alpha_eval", device, shuffle=False, drop_last=False)
+                                           "search/alpha_eval", device, shuffle=False, drop_last=False, shard=shard)
     else:
         eval_view = _with_transform(train, _folder_transforms(cfg, info.name, False, 0, info.mean, info.std))
         weight_batches = LoaderBatches(train, weight_indices, batch_size, seed, "search/weights", device,
-                                       num_workers=num_workers)
+                                       num_workers=num_workers, shard=shard)
         alpha_batches = LoaderBatches(train, alpha_indices, batch_size, seed, "search/alphas", device,
-                                      num_workers=num_workers)
+                                      num_workers=num_workers, shard=shard)
         alpha_eval_batches = LoaderBatches(eval_view, alpha_indices, eval_batch_size, seed, "search/alpha_eval",
-                                           device, shuffle=False, drop_last=False, num_workers=num_workers)
+                                           device, shuffle=False, drop_last=False, num_workers=num_workers,
+                                           shard=shard)
     return SearchData(info, weight_batches, EndlessStream(alpha_batches), alpha_eval_batches,
                       weight_indices, alpha_indices)
 
@@ -833,19 +877,21 @@ class TrainData:
 
 
 def build_train_data(cfg, batch_size: int, seed: int, device, cutout: int = 0,
-                     eval_batch_size: int | None = None) -> TrainData:
-    """Batches of the full training split (augmented, with cutout when > 0) and of the test split."""
+                     eval_batch_size: int | None = None, shard: tuple[int, int] = (0, 1)) -> TrainData:
+    """Batches of the full training split (augmented, with cutout when > 0) and of the test split;
+    ``batch_size`` is the global batch and ``shard=(rank, world_size)`` this rank's part of each."""
     eval_batch_size = eval_batch_size or batch_size
     num_workers = int(_option(cfg, "num_workers", 2))
     train, info = _load(cfg, "train", training_transforms=True, cutout=cutout)
     test, _ = _load(cfg, "test", training_transforms=False)
     if isinstance(train, ImageTensors):
         train_batches = DeviceBatches(train, None, batch_size, _train_augment(cfg, info, cutout), seed,
-                                      "train/train", device)
+                                      "train/train", device, shard=shard)
         test_batches = DeviceBatches(test, None, eval_batch_size, Augment(info.mean, info.std), seed,
-                                     "train/test", device, shuffle=False, drop_last=False)
+                                     "train/test", device, shuffle=False, drop_last=False, shard=shard)
     else:
-        train_batches = LoaderBatches(train, None, batch_size, seed, "train/train", device, num_workers=num_workers)
+        train_batches = LoaderBatches(train, None, batch_size, seed, "train/train", device, num_workers=num_workers,
+                                      shard=shard)
         test_batches = LoaderBatches(test, None, eval_batch_size, seed, "train/test", device, shuffle=False,
-                                     drop_last=False, num_workers=num_workers)
+                                     drop_last=False, num_workers=num_workers, shard=shard)
     return TrainData(info, train_batches, test_batches)

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from omegaconf import OmegaConf
 
+from darts.checkpoint import CHECKPOINT_NAME
+from darts.distributed import Distributed, init_distributed
 from darts.errors import DartsError
 from darts.tracking import MetricAccumulator
+
+RESUME_CHOICES = ("true", "false", "auto")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,9 +52,10 @@ def library_versions() -> dict[str, str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 0,
-             max_batches: int | None = None) -> dict[str, float]:
+             max_batches: int | None = None, dist: Distributed | None = None) -> dict[str, float]:
     """Loss and top-k accuracy (%) of ``model`` in eval mode over one pass of ``batches``
-    (its first ``max_batches`` batches when given)."""
+    (its first ``max_batches`` batches when given); under DDP each rank passes its shard and the
+    sums are added over ranks."""
     criterion = criterion or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
@@ -67,7 +74,8 @@ def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 
             step[f"top{k}_sum"] = hits[:, :k].any(dim=1).sum().float()
         totals.add(step)
     model.train(was_training)
-    sums = {key: value.item() for key, value in totals.sums.items()}
+    reduced = (dist or Distributed()).sum_metrics(totals.sums)
+    sums = {key: value.item() for key, value in reduced.items()}
     results = {"loss": sums["loss_sum"] / sums["count"]}
     for k in topk:
         results[f"top{k}"] = 100.0 * sums[f"top{k}_sum"] / sums["count"]
@@ -79,7 +87,57 @@ def entropy(weights: torch.Tensor) -> float:
     return float(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean())
 
 
+@dataclass
+class RunContext:
+    """Where and how a run executes: its process group, device, directory and whether it resumes."""
+
+    dist: Distributed
+    device: torch.device
+    run_dir: Path
+    checkpoint_path: Path
+    resume: bool
+
+    @property
+    def writes(self) -> bool:
+        """Only rank 0 writes the run directory."""
+        return self.dist.is_main
+
+
+def resume_requested(value) -> str:
+    """``resume`` as one of true, false, auto (YAML hands booleans for the first two)."""
+    text = {True: "true", False: "false"}.get(value, str(value).lower())
+    if text not in RESUME_CHOICES:
+        raise DartsError(f"unknown resume={value!r}; valid choices: {', '.join(RESUME_CHOICES)} "
+                         "(auto: resume when the run directory holds a checkpoint, else start afresh)")
+    return text
+
+
+def start_run(cfg, run_dir: Path) -> RunContext:
+    """Join the process group (when launched by torchrun), agree on rank 0's run directory, pick
+    the device, and decide whether to resume. Writes nothing."""
+    dist, device_name = init_distributed(cfg.get("distributed"), str(cfg.device))
+    # Ranks may have resolved a different ${now:} into their directory; rank 0's is the run's.
+    run_dir = Path(dist.broadcast_object(str(run_dir)))
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    mode = resume_requested(cfg.resume)
+    resume = dist.broadcast_object(mode == "true" or (mode == "auto" and checkpoint_path.is_file()))
+    refuse_to_overwrite(run_dir, checkpoint_path, resume)
+    return RunContext(dist, resolve_device(device_name), run_dir, checkpoint_path, resume)
+
+
+def scaled_learning_rates(node, factor: float, keys: tuple[str, ...] = ("lr", "lr_min")):
+    """A copy of the config ``node`` with its learning rates ``keys`` multiplied by ``factor``
+    (the DDP learning-rate scaling rule); ``node`` itself is left as it is."""
+    if factor == 1.0:
+        return node
+    copy = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    for key in keys:
+        if copy.get(key) is not None:
+            copy[key] = float(copy[key]) * factor
+    return copy
+
+
 def refuse_to_overwrite(run_dir: Path, checkpoint: Path, resume: bool) -> None:
     if checkpoint.exists() and not resume:
-        raise DartsError(f"{run_dir} already holds a checkpoint: pass resume=true to continue it, "
+        raise DartsError(f"{run_dir} already holds a checkpoint: pass resume=true (or auto) to continue it, "
                          f"or choose another directory with hydra.run.dir=...")

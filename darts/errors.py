@@ -31,7 +31,8 @@ def _multirun_job_dir():
 
 
 def exit_on_user_error(fn):
-    """Decorate a CLI task so a :class:`DartsError` prints one line and exits 2.
+    """Decorate a CLI task so a :class:`DartsError` prints one line and exits 2, and a run stopped
+    by a signal (after its checkpoint) hands over to the scheduler's handler or exits 143.
 
     Inside a multirun, exiting would end the whole sweep: the job instead writes
     its message to ``error.txt`` in its directory and re-raises, so Hydra marks
@@ -40,8 +41,12 @@ def exit_on_user_error(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from darts.preemption import Preempted, finish_preempted
+
         try:
             return fn(*args, **kwargs)
+        except Preempted as stop:
+            finish_preempted(stop)
         except DartsError as err:
             print(f"error: {err}", file=sys.stderr)
             job_dir = _multirun_job_dir()

@@ -6,11 +6,12 @@ baseline (full gradients, NCHW, no autocast, no compilation) for comparison.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
+from darts.distributed import Distributed
 from darts.errors import DartsError
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -26,6 +27,7 @@ class Runtime:
     compile_mode: str = "default"          # "reduce-overhead" adds CUDA graphs for static shapes
     selective_grads: bool = True           # each backward asks only for the gradients its step uses
     checkpoint_cells: bool = False
+    dist: Distributed = field(default_factory=Distributed)   # the ranks that average gradients
 
     def __post_init__(self):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -51,7 +53,7 @@ class Runtime:
     def describe(self) -> dict:
         return {"device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
                 "channels_last": self.channels_last, "compile": self.compile, "selective_grads": self.selective_grads,
-                "checkpoint_cells": self.checkpoint_cells}
+                "checkpoint_cells": self.checkpoint_cells, "world_size": self.dist.world_size}
 
 
 def upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -70,10 +72,12 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
-def build_runtime(fast_cfg, device: torch.device, deterministic: bool) -> Runtime:
+def build_runtime(fast_cfg, device: torch.device, deterministic: bool,
+                  dist: Distributed | None = None) -> Runtime:
+    dist = dist or Distributed()
     if not fast_cfg.enabled:
         return Runtime(device, amp_dtype=None, channels_last=False, compile=False, selective_grads=False,
-                       checkpoint_cells=bool(fast_cfg.checkpoint_cells))
+                       checkpoint_cells=bool(fast_cfg.checkpoint_cells), dist=dist)
     compile_mode = fast_cfg.compile
     # YAML reads on/off/true/false as booleans.
     compile_mode = {True: "on", False: "off"}.get(compile_mode, str(compile_mode))
@@ -83,4 +87,4 @@ def build_runtime(fast_cfg, device: torch.device, deterministic: bool) -> Runtim
     use_compile = compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda" and not deterministic)
     return Runtime(device, amp_dtype=resolve_amp(str(fast_cfg.amp), device), channels_last=bool(fast_cfg.channels_last),
                    compile=use_compile, compile_mode=str(fast_cfg.compile_mode),
-                   selective_grads=True, checkpoint_cells=bool(fast_cfg.checkpoint_cells))
+                   selective_grads=True, checkpoint_cells=bool(fast_cfg.checkpoint_cells), dist=dist)

@@ -13,13 +13,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from darts import viz
-from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
-                              seed_everything, set_rng_state)
+from darts.checkpoint import load_checkpoint, load_state_dicts, rng_state, save_atomic, seed_everything, set_rng_state
 from darts.data import build_search_data
-from darts.engine import entropy, evaluate, in_layout, library_versions, refuse_to_overwrite, resolve_device
-from darts.runtime import build_runtime
+from darts.distributed import lr_scale, shard_sizes, shutdown_distributed
+from darts.engine import entropy, evaluate, in_layout, library_versions, scaled_learning_rates, start_run
 from darts.errors import DartsError
-from darts.strategies import build_strategy
+from darts.preemption import Preempted, StopCheck
+from darts.runtime import build_runtime
+from darts.strategies import build_strategy, strategy_class
 from darts.tracking import MetricAccumulator, RunLogger, write_json
 
 
@@ -32,39 +33,52 @@ class SearchRun:
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
         self.search_cfg = cfg.search
-        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        refuse_to_overwrite(self.run_dir, self.checkpoint_path, cfg.resume)
-        self.device = resolve_device(cfg.device)
+        self.context = start_run(cfg, run_dir)
+        self.dist, self.device = self.context.dist, self.context.device
+        self.run_dir, self.checkpoint_path = self.context.run_dir, self.context.checkpoint_path
         seed_everything(cfg.seed, cfg.deterministic)
 
-        self.data = build_search_data(cfg.dataset, self.search_cfg.batch_size, self.search_cfg.train_portion,
-                                      cfg.seed, self.device, self.search_cfg.get("eval_batch_size"))
+        distributed_cfg = cfg.get("distributed")
+        global_batch = shard_sizes(distributed_cfg, self.search_cfg.batch_size, self.dist.world_size,
+                                   "search.batch_size")
+        self.data = build_search_data(cfg.dataset, global_batch, self.search_cfg.train_portion, cfg.seed,
+                                      self.device, self.search_cfg.get("eval_batch_size"),
+                                      shard=(self.dist.rank, self.dist.world_size))
         info = self.data.info
         self.strategy = build_strategy(cfg.strategy)
-        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic)
+        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic, self.dist)
         self.layout = self.runtime.memory_format
-        self.model = self.strategy.build_supernet(cfg.space, info.num_classes, info.in_channels)
+        self.model = self.dist.prepare_model(self.strategy.build_supernet(cfg.space, info.num_classes,
+                                                                          info.in_channels))
         self.epochs = self.search_cfg.epochs
         max_steps = self.search_cfg.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.weight_batches) if not max_steps else min(
             max_steps, len(self.data.weight_batches))
         if self.steps_per_epoch < 1:
             raise DartsError(f"the weight split ({len(self.data.weight_indices)} images) has no full batch of "
-                             f"{self.search_cfg.batch_size}; lower search.batch_size")
-        self.strategy.setup(self.model, cfg.optim, self.epochs, self.steps_per_epoch, self.runtime)
-        self.start_epoch = 0
+                             f"{global_batch}; lower search.batch_size")
+        scale = lr_scale(distributed_cfg, global_batch, self.search_cfg.batch_size)
+        # The scaling rule moves the weights' learning rates only: the alphas' Adam step is left as published.
+        optim_cfg = OmegaConf.merge(cfg.optim, {"weights": scaled_learning_rates(cfg.optim.weights, scale)})
+        self.strategy.setup(self.model, optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
+        # Parameters moved to the device in setup(); every rank now takes rank 0's.
+        self.dist.broadcast_parameters(self.model)
+        self.start_epoch, self.start_step = 0, 0
+        self.resumed_totals: dict[str, torch.Tensor] = {}
         self.history: list[dict] = []
         self.wall_time_s = 0.0
-        if cfg.resume:
+        if self.context.resume:
             self.restore()
-        self.logger = RunLogger(self.run_dir)
+        self.logger = RunLogger(self.run_dir, enabled=self.context.writes)
 
     # -- checkpoints ---------------------------------------------------------------
-    def state(self, epoch: int) -> dict:
+    def state(self, epoch: int, interrupted: dict | None = None) -> dict:
+        """``epoch``: the last finished epoch. ``interrupted``: where a stop signal caught the next
+        one (its epoch, the next step, the metric sums so far), or None at an epoch's end."""
         return {
             "epoch": epoch,
+            "interrupted": interrupted,
             "model": self.model.state_dict(),
             "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()},
             "alpha_stream": self.data.alpha_stream.state_dict(),
@@ -72,6 +86,7 @@ class SearchRun:
             "history": self.history,
             "wall_time_s": self.wall_time_s,
             "strategy_name": self.strategy.name,
+            "world_size": self.dist.world_size,
         }
 
     def restore(self) -> None:
@@ -87,6 +102,10 @@ class SearchRun:
         self.history = list(state["history"])
         self.wall_time_s = state["wall_time_s"]
         self.start_epoch = state["epoch"] + 1
+        interrupted = state.get("interrupted")
+        if interrupted:
+            self.start_epoch, self.start_step = interrupted["epoch"], interrupted["step"]
+            self.resumed_totals = {k: v.to(self.device) for k, v in interrupted["totals"].items()}
 
     def check_split_unchanged(self) -> None:
         """A resume must train on the split the run started with (same seed, portion, dataset)."""
@@ -102,54 +121,83 @@ class SearchRun:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> dict:
-        OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)
-        if self.start_epoch == 0:
-            write_json(self.run_dir / "split.json", {
-                "seed": self.cfg.seed, "portion": self.search_cfg.train_portion,
-                "weight_indices": self.data.weight_indices, "alpha_indices": self.data.alpha_indices})
-        else:
-            self.logger.console(f"resuming from epoch {self.start_epoch} of {self.epochs} ({self.checkpoint_path})")
+        if self.context.writes:
+            OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)
+            if self.start_epoch == 0 and self.start_step == 0:
+                write_json(self.run_dir / "split.json", {
+                    "seed": self.cfg.seed, "portion": self.search_cfg.train_portion,
+                    "weight_indices": self.data.weight_indices, "alpha_indices": self.data.alpha_indices})
+        if self.start_epoch or self.start_step:
+            self.logger.console(f"resuming from epoch {self.start_epoch} step {self.start_step} of "
+                                f"{self.epochs} epochs ({self.checkpoint_path})")
         alpha_batches = in_layout(self.data.alpha_stream, self.layout)
         log_every = self.search_cfg.log_every
-        for epoch in range(self.start_epoch, self.epochs):
-            epoch_start = time.time()
-            self.model.train()
-            self.strategy.start_epoch(epoch)
-            totals, window = MetricAccumulator(), MetricAccumulator()
-            lrs = self.strategy.learning_rates()
-            batches = in_layout(self.data.weight_batches.epoch(epoch), self.layout)
-            for step in range(self.steps_per_epoch):
-                metrics = self.strategy.step(next(batches), alpha_batches, epoch)
-                totals.add(metrics)
-                window.add(metrics)
-                if log_every and (step + 1) % log_every == 0:
-                    values = window.read()
-                    window = MetricAccumulator()
-                    global_step = epoch * self.steps_per_epoch + step + 1
-                    self.logger.scalars(values, global_step, prefix="step/")
-                    self.logger.console(f"  epoch {epoch} step {step + 1}/{self.steps_per_epoch} " +
-                                        "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
-            self.strategy.end_epoch(epoch)
-            record = {"epoch": epoch, **totals.read(), **lrs}
-            if self.should_evaluate(epoch):
-                result = evaluate(self.model, self.data.alpha_eval_batches,
-                                  max_batches=self.search_cfg.get("eval_max_batches"))
-                record.update(alpha_eval_loss=result["loss"], alpha_eval_acc=result["top1"])
-            self.wall_time_s += time.time() - epoch_start
-            record["wall_time_s"] = self.wall_time_s
-            self.end_of_epoch(epoch, record)
+        stop_check = StopCheck(self.cfg.get("preemption"), self.dist, self.device)
+        with stop_check.signals:
+            for epoch in range(self.start_epoch, self.epochs):
+                epoch_start = time.time()
+                first_step = self.start_step if epoch == self.start_epoch else 0
+                self.model.train()
+                self.strategy.start_epoch(epoch)
+                totals, window = MetricAccumulator(), MetricAccumulator()
+                if first_step:
+                    totals.add(self.resumed_totals)
+                lrs = self.strategy.learning_rates()
+                batches = in_layout(self.data.weight_batches.epoch(epoch, start=first_step), self.layout)
+                for step in range(first_step, self.steps_per_epoch):
+                    metrics = self.strategy.step(next(batches), alpha_batches, epoch)
+                    totals.add(metrics)
+                    window.add(metrics)
+                    if log_every and (step + 1) % log_every == 0:
+                        values = window.read(self.dist.sum_metrics)
+                        window = MetricAccumulator()
+                        global_step = epoch * self.steps_per_epoch + step + 1
+                        self.logger.scalars(values, global_step, prefix="step/")
+                        self.logger.console(f"  epoch {epoch} step {step + 1}/{self.steps_per_epoch} " +
+                                            "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+                    if step + 1 < self.steps_per_epoch and stop_check.requested(step):
+                        self.wall_time_s += time.time() - epoch_start
+                        self.stop(epoch, step + 1, totals, stop_check)
+                self.strategy.end_epoch(epoch)
+                record = {"epoch": epoch, **totals.read(self.dist.sum_metrics), **lrs}
+                # Per-rank BatchNorm statistics (sync_bn off) differ; rank 0's are the run's.
+                self.dist.broadcast_buffers(self.model)
+                if self.should_evaluate(epoch):
+                    result = evaluate(self.model, self.data.alpha_eval_batches,
+                                      max_batches=self.search_cfg.get("eval_max_batches"), dist=self.dist)
+                    record.update(alpha_eval_loss=result["loss"], alpha_eval_acc=result["top1"])
+                if self.dist.enabled:
+                    record["alpha_rank_divergence"] = self.dist.max_divergence(self.model.arch_parameters())
+                self.wall_time_s += time.time() - epoch_start
+                record["wall_time_s"] = self.wall_time_s
+                self.end_of_epoch(epoch, record)
+                if epoch + 1 < self.epochs and stop_check.requested_at_epoch_end():
+                    self.stop(epoch + 1, 0, None, stop_check)
         return self.finish()
+
+    def stop(self, epoch: int, next_step: int, totals: MetricAccumulator | None, stop_check: "StopCheck") -> None:
+        """Checkpoint at a stop signal (mid-epoch when ``next_step`` > 0) and raise :class:`Preempted`."""
+        if next_step and self.context.writes:
+            interrupted = {"epoch": epoch, "step": next_step, "totals": totals.sums}
+            save_atomic(self.state(epoch - 1, interrupted), self.checkpoint_path)
+        # At an epoch's end, end_of_epoch has just written the checkpoint.
+        raise Preempted(f"{stop_check.signal_name} at epoch {epoch} step {next_step}: checkpoint saved in "
+                        f"{self.checkpoint_path}; rerun with resume=true (or auto) to continue",
+                        stop_check.signals.chained_handlers())
 
     def should_evaluate(self, epoch: int) -> bool:
         every = self.search_cfg.eval_every
         return epoch == self.epochs - 1 or bool(every and (epoch + 1) % every == 0)
 
     def end_of_epoch(self, epoch: int, record: dict) -> None:
+        # Every rank derives the genotype: a strategy may need collectives for it (random_ws ranks).
         genotype = self.strategy.genotype()
         weights = self.strategy.arch_weights()
         for cell, cell_weights in weights.items():
             record[f"entropy_{cell}"] = entropy(cell_weights)
         self.history.append(record)
+        if not self.context.writes:
+            return
         self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
                             prefix="epoch/")
         # Spaces whose edges are not DARTS's (NAS-Bench-201) name the heatmap rows themselves.
@@ -188,18 +236,24 @@ class SearchRun:
             "steps_per_epoch": self.steps_per_epoch,
             "weight_params": sum(p.numel() for p in self.model.weight_parameters()),
             "wall_time_s": self.wall_time_s,
+            "world_size": self.dist.world_size,
             "seed": self.cfg.seed,
             "device": str(self.device),
             "runtime": self.runtime.describe(),
             "versions": library_versions(),
             "history": self.history,
         }
-        write_json(self.run_dir / "genotype.json", _genotype_record(genotype))
-        write_json(self.run_dir / "results.json", results)
+        if self.context.writes:
+            write_json(self.run_dir / "genotype.json", _genotype_record(genotype))
+            write_json(self.run_dir / "results.json", results)
         self.logger.close()
         return results
 
 
 def run_search(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run (or resume) a search in ``run_dir`` and return its results."""
-    return SearchRun(cfg, run_dir).run()
+    """Run (or resume) a search in ``run_dir`` and return its results. The strategy names the run that
+    drives it: ``SearchRun`` for every supernet strategy."""
+    try:
+        return strategy_class(cfg.strategy).run_class()(cfg, run_dir).run()
+    finally:
+        shutdown_distributed()

@@ -49,12 +49,14 @@ class MetricAccumulator:
             value = value.detach()
             self.sums[key] = value.clone() if key not in self.sums else self.sums[key] + value
 
-    def read(self) -> dict[str, float]:
-        """Means: ``{prefix}loss`` and ``{prefix}acc`` for every ``{prefix}count`` present."""
+    def read(self, combine=None) -> dict[str, float]:
+        """Means: ``{prefix}loss`` and ``{prefix}acc`` for every ``{prefix}count`` present.
+        ``combine`` maps the sums first (``Distributed.sum_metrics``: the sums over every rank)."""
         if not self.sums:
             return {}
-        keys = list(self.sums)
-        values = torch.stack([self.sums[k].float() for k in keys]).cpu().tolist()
+        sums = combine(self.sums) if combine else self.sums
+        keys = list(sums)
+        values = torch.stack([sums[k].float() for k in keys]).cpu().tolist()
         totals = dict(zip(keys, values))
         means = {}
         for key in keys:

@@ -16,12 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from darts import model as networks
 from darts import viz
-from darts.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_state_dicts, rng_state, save_atomic,
+from darts.checkpoint import (load_checkpoint, load_state_dicts, rng_state, save_atomic,
                               seed_everything, set_rng_state)
 from darts.data import build_train_data
-from darts.engine import evaluate, in_layout, library_versions, refuse_to_overwrite, resolve_device
-from darts.runtime import build_runtime, upcast
+from darts.distributed import lr_scale, shard_sizes, shutdown_distributed
+from darts.engine import evaluate, in_layout, library_versions, scaled_learning_rates, start_run
 from darts.errors import DartsError
+from darts.preemption import Preempted, StopCheck
+from darts.runtime import build_runtime, upcast
 from darts.genotypes import resolve_genotype
 from darts.tracking import MetricAccumulator, RunLogger, write_json
 
@@ -50,6 +52,37 @@ def build_network(train_cfg, genotype, num_classes: int, in_channels: int) -> nn
     return NETWORKS[train_cfg.network](**kwargs)
 
 
+def build_optimizer(parameters, optimizer_cfg) -> torch.optim.SGD:
+    """The final-training SGD (``train.optimizer``: lr, momentum, weight_decay, optional nesterov)."""
+    return torch.optim.SGD(parameters, lr=optimizer_cfg.lr, momentum=optimizer_cfg.momentum,
+                           weight_decay=optimizer_cfg.weight_decay, nesterov=bool(optimizer_cfg.get("nesterov", False)),
+                           foreach=True)
+
+
+def train_step(forward, inputs: torch.Tensor, targets: torch.Tensor, optimizer, criterion, runtime, params,
+               grad_clip: float | None = None, auxiliary_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """One optimiser step of a discrete network: forward under the runtime's autocast, the auxiliary
+    head's loss weighted in when the network returns one, scaled backward, gradient-norm clipping of
+    ``params`` (None: no clipping, NAS-Bench-201's recipe). Returns device tensors for the metric
+    accumulator (``loss_sum``, ``correct``, ``count``); never synchronises with the device."""
+    scaler = runtime.scaler
+    with runtime.autocast():
+        logits, logits_aux = forward(inputs)
+    loss = criterion(upcast(logits), targets)
+    if logits_aux is not None:
+        loss = loss + auxiliary_weight * criterion(upcast(logits_aux), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    runtime.dist.average_gradients(params)
+    scaler.unscale_(optimizer)
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
+    count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a copy: no sync
+    return {"loss_sum": loss.detach() * count, "correct": (logits.detach().argmax(1) == targets).sum(), "count": count}
+
+
 def build_schedule(optimizer, schedule_cfg, epochs: int):
     if schedule_cfg.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=schedule_cfg.lr_min)
@@ -75,45 +108,50 @@ class FinalRun:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.train_cfg = cfg.train
-        self.run_dir = Path(run_dir)
-        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        refuse_to_overwrite(self.run_dir, self.checkpoint_path, cfg.resume)
+        self.context = start_run(cfg, run_dir)
+        self.dist, self.device = self.context.dist, self.context.device
+        self.run_dir, self.checkpoint_path = self.context.run_dir, self.context.checkpoint_path
         self.genotype = resolve_genotype(cfg.genotype)
         # A DARTS genotype cannot hold `none` (its constructor refuses it); an NB201 one can.
         self.genotype.check_ops_allowed(list(cfg.space.primitives))
-        self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed, cfg.deterministic)
         tc = self.train_cfg
-        self.data = build_train_data(cfg.dataset, tc.batch_size, cfg.seed, self.device, cutout=tc.cutout,
-                                     eval_batch_size=tc.get("eval_batch_size"))
+        distributed_cfg = cfg.get("distributed")
+        global_batch = shard_sizes(distributed_cfg, tc.batch_size, self.dist.world_size, "train.batch_size")
+        self.data = build_train_data(cfg.dataset, global_batch, cfg.seed, self.device, cutout=tc.cutout,
+                                     eval_batch_size=tc.get("eval_batch_size"),
+                                     shard=(self.dist.rank, self.dist.world_size))
         info = self.data.info
-        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic)
+        self.runtime = build_runtime(cfg.fast, self.device, cfg.deterministic, self.dist)
         self.layout = self.runtime.memory_format
-        self.model = build_network(tc, self.genotype, info.num_classes, info.in_channels)
+        self.model = self.dist.prepare_model(build_network(tc, self.genotype, info.num_classes, info.in_channels))
         self.forward = self.runtime.prepare(self.model)
+        self.dist.broadcast_parameters(self.model)
         self.epochs = tc.epochs
         max_steps = tc.get("max_steps_per_epoch")
         self.steps_per_epoch = len(self.data.train_batches) if not max_steps else min(
             max_steps, len(self.data.train_batches))
         if self.steps_per_epoch < 1:
-            raise DartsError(f"the training set has no full batch of {tc.batch_size}; lower train.batch_size")
-        opt = tc.optimizer
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                                         weight_decay=opt.weight_decay, nesterov=bool(opt.get("nesterov", False)),
-                                         foreach=True)
-        self.scheduler = build_schedule(self.optimizer, tc.schedule, self.epochs)
+            raise DartsError(f"the training set has no full batch of {global_batch}; lower train.batch_size")
+        scale = lr_scale(distributed_cfg, global_batch, tc.batch_size)
+        self.optimizer = build_optimizer(self.model.parameters(), scaled_learning_rates(tc.optimizer, scale))
+        self.scheduler = build_schedule(self.optimizer, scaled_learning_rates(tc.schedule, scale), self.epochs)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
         self.start_epoch, self.history, self.wall_time_s, self.train_time_s, self.images_seen = 0, [], 0.0, 0.0, 0
-        if cfg.resume:
+        self.start_step, self.resumed_totals = 0, {}
+        if self.context.resume:
             self.restore()
-        self.logger = RunLogger(self.run_dir)
+        self.logger = RunLogger(self.run_dir, enabled=self.context.writes)
 
-    def state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+    def state(self, epoch: int, interrupted: dict | None = None) -> dict:
+        """``epoch``: the last finished epoch; ``interrupted``: where a stop signal caught the next one."""
+        return {"epoch": epoch, "interrupted": interrupted, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "grad_scaler": self.runtime.scaler.state_dict(),
                 "rng": rng_state(), "history": self.history,
                 "genotype": self.genotype.to_dict(), "wall_time_s": self.wall_time_s,
-                "train_time_s": self.train_time_s, "images_seen": self.images_seen}
+                "train_time_s": self.train_time_s, "images_seen": self.images_seen,
+                "world_size": self.dist.world_size}
 
     def restore(self) -> None:
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
@@ -126,78 +164,98 @@ class FinalRun:
         self.wall_time_s, self.train_time_s = state["wall_time_s"], state["train_time_s"]
         self.images_seen = state["images_seen"]
         self.start_epoch = state["epoch"] + 1
+        interrupted = state.get("interrupted")
+        if interrupted:
+            self.start_epoch, self.start_step = interrupted["epoch"], interrupted["step"]
+            self.resumed_totals = {k: v.to(self.device) for k, v in interrupted["totals"].items()}
 
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int, first_step: int, stop_check: StopCheck) -> dict:
         tc = self.train_cfg
         self.model.train()
         self.model.drop_path_prob = tc.drop_path_prob * epoch / self.epochs
         totals, window = MetricAccumulator(), MetricAccumulator()
-        batches = in_layout(self.data.train_batches.epoch(epoch), self.layout)
+        if first_step:
+            totals.add(self.resumed_totals)
+        batches = in_layout(self.data.train_batches.epoch(epoch, start=first_step), self.layout)
         params = list(self.model.parameters())
-        scaler = self.runtime.scaler
         start = time.time()
-        for step in range(self.steps_per_epoch):
+        for step in range(first_step, self.steps_per_epoch):
             inputs, targets = next(batches)
-            with self.runtime.autocast():
-                logits, logits_aux = self.forward(inputs)
-            loss = self.criterion(upcast(logits), targets)
-            if logits_aux is not None:
-                loss = loss + tc.auxiliary_weight * self.criterion(upcast(logits_aux), targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(self.optimizer)
-            if tc.optimizer.get("grad_clip") is not None:  # null: no clipping (NAS-Bench-201's recipe)
-                nn.utils.clip_grad_norm_(params, tc.optimizer.grad_clip, foreach=True)
-            scaler.step(self.optimizer)
-            scaler.update()
-            count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a copy: no sync
-            metrics = {"loss_sum": loss.detach() * count, "correct": (logits.detach().argmax(1) == targets).sum(),
-                       "count": count}
+            metrics = train_step(self.forward, inputs, targets, self.optimizer, self.criterion, self.runtime, params,
+                                 grad_clip=tc.optimizer.get("grad_clip"), auxiliary_weight=tc.auxiliary_weight)
             totals.add(metrics)
             window.add(metrics)
-            self.images_seen += targets.shape[0]
+            self.images_seen += targets.shape[0] * self.dist.world_size
             if tc.log_every and (step + 1) % tc.log_every == 0:
-                values = window.read()
+                values = window.read(self.dist.sum_metrics)
                 window = MetricAccumulator()
                 self.logger.scalars(values, epoch * self.steps_per_epoch + step + 1, prefix="step/")
                 self.logger.console(f"  epoch {epoch} step {step + 1}/{self.steps_per_epoch} " +
                                     "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
-        record = totals.read()
+            if step + 1 < self.steps_per_epoch and stop_check.requested(step):
+                elapsed = time.time() - start
+                self.train_time_s += elapsed
+                self.wall_time_s += elapsed
+                self.stop(epoch, step + 1, totals, stop_check)
+        record = totals.read(self.dist.sum_metrics)
         self.train_time_s += time.time() - start
         return record
 
-    def run(self) -> dict:
+    def stop(self, epoch: int, next_step: int, totals: MetricAccumulator | None, stop_check: StopCheck) -> None:
+        """Checkpoint at a stop signal (mid-epoch when ``next_step`` > 0) and raise :class:`Preempted`."""
+        if next_step and self.context.writes:
+            interrupted = {"epoch": epoch, "step": next_step, "totals": totals.sums}
+            save_atomic(self.state(epoch - 1, interrupted), self.checkpoint_path)
+        raise Preempted(f"{stop_check.signal_name} at epoch {epoch} step {next_step}: checkpoint saved in "
+                        f"{self.checkpoint_path}; rerun with resume=true (or auto) to continue",
+                        stop_check.signals.chained_handlers())
+
+    def write_header(self) -> None:
         OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)
         write_json(self.run_dir / "genotype.json", {"genotype": self.genotype.to_dict(), "string": str(self.genotype)})
         drawings = viz.draw_genotype(self.genotype, self.run_dir / "cells")
         for cell, path in drawings.items():
             self.logger.image(f"cells/{cell}", viz.load_png(path), 0)
         self.logger.text("genotype", f"`{self.genotype}`", 0)
-        if self.start_epoch:
-            self.logger.console(f"resuming from epoch {self.start_epoch} of {self.epochs} ({self.checkpoint_path})")
+
+    def run(self) -> dict:
+        if self.context.writes:
+            self.write_header()
+        if self.start_epoch or self.start_step:
+            self.logger.console(f"resuming from epoch {self.start_epoch} step {self.start_step} of "
+                                f"{self.epochs} epochs ({self.checkpoint_path})")
         every = self.train_cfg.eval_every
-        for epoch in range(self.start_epoch, self.epochs):
-            epoch_start = time.time()
-            lr = self.optimizer.param_groups[0]["lr"]
-            record = {"epoch": epoch, **self.train_epoch(epoch), "lr": lr,
-                      "drop_path_prob": self.model.drop_path_prob}
-            self.scheduler.step()
-            if epoch == self.epochs - 1 or (every and (epoch + 1) % every == 0):
-                result = evaluate(self.model, self.data.test_batches, self.criterion, topk=(1, 5))
-                record.update(test_loss=result["loss"], test_top1=result["top1"], test_top5=result["top5"])
-            self.wall_time_s += time.time() - epoch_start
-            record["wall_time_s"] = self.wall_time_s
-            self.history.append(record)
-            self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
-                                prefix="epoch/")
-            save_atomic(self.state(epoch), self.checkpoint_path)
-            self.logger.flush()
-            shown = {k: record[k] for k in ("loss", "acc", "test_top1", "test_top5") if k in record}
-            self.logger.progress("epoch", epoch + 1, self.epochs, shown)
+        stop_check = StopCheck(self.cfg.get("preemption"), self.dist, self.device)
+        with stop_check.signals:
+            for epoch in range(self.start_epoch, self.epochs):
+                epoch_start = time.time()
+                first_step = self.start_step if epoch == self.start_epoch else 0
+                lr = self.optimizer.param_groups[0]["lr"]
+                record = {"epoch": epoch, **self.train_epoch(epoch, first_step, stop_check), "lr": lr,
+                          "drop_path_prob": self.model.drop_path_prob}
+                self.scheduler.step()
+                # Per-rank BatchNorm statistics (sync_bn off) differ; rank 0's are the run's.
+                self.dist.broadcast_buffers(self.model)
+                if epoch == self.epochs - 1 or (every and (epoch + 1) % every == 0):
+                    result = evaluate(self.model, self.data.test_batches, self.criterion, topk=(1, 5), dist=self.dist)
+                    record.update(test_loss=result["loss"], test_top1=result["top1"], test_top5=result["top5"])
+                self.wall_time_s += time.time() - epoch_start
+                record["wall_time_s"] = self.wall_time_s
+                self.history.append(record)
+                if self.context.writes:
+                    self.logger.scalars({k: v for k, v in record.items() if k not in ("epoch", "wall_time_s")}, epoch,
+                                        prefix="epoch/")
+                    save_atomic(self.state(epoch), self.checkpoint_path)
+                    self.logger.flush()
+                shown = {k: record[k] for k in ("loss", "acc", "test_top1", "test_top5") if k in record}
+                self.logger.progress("epoch", epoch + 1, self.epochs, shown)
+                if epoch + 1 < self.epochs and stop_check.requested_at_epoch_end():
+                    self.stop(epoch + 1, 0, None, stop_check)
         return self.finish()
 
     def finish(self) -> dict:
-        networks.save(self.model, self.run_dir / EXPORT_NAME)
+        if self.context.writes:
+            networks.save(self.model, self.run_dir / EXPORT_NAME)
         info = self.data.info
         last_eval = next((r for r in reversed(self.history) if "test_top1" in r), {})
         results = {
@@ -217,6 +275,7 @@ class FinalRun:
             "wall_time_s": self.wall_time_s,
             "train_time_s": self.train_time_s,
             "images_per_s": self.images_seen / self.train_time_s if self.train_time_s else None,
+            "world_size": self.dist.world_size,
             "seed": self.cfg.seed,
             "device": str(self.device),
             "runtime": self.runtime.describe(),
@@ -224,11 +283,15 @@ class FinalRun:
             "export": EXPORT_NAME,
             "history": self.history,
         }
-        write_json(self.run_dir / "results.json", results)
+        if self.context.writes:
+            write_json(self.run_dir / "results.json", results)
         self.logger.close()
         return results
 
 
 def run_final(cfg: DictConfig, run_dir: Path) -> dict:
     """Train (or resume) the configured genotype in ``run_dir`` and return its results."""
-    return FinalRun(cfg, run_dir).run()
+    try:
+        return FinalRun(cfg, run_dir).run()
+    finally:
+        shutdown_distributed()

@@ -69,11 +69,11 @@ def test_resumed_training_ends_exactly_like_an_uninterrupted_one(tmp_path, monke
     original = FinalRun.train_epoch
     calls = []
 
-    def train_then_die(self, epoch):
+    def train_then_die(self, epoch, *args):
         if epoch == 1:
             raise Interrupted
         calls.append(epoch)
-        return original(self, epoch)
+        return original(self, epoch, *args)
 
     monkeypatch.setattr(FinalRun, "train_epoch", train_then_die)
     with pytest.raises(Interrupted):

@@ -1,11 +1,13 @@
-"""PC-DARTS, GDAS, DrNAS and random search with weight sharing: tiny CPU checks of what makes each one."""
+"""PC-DARTS, GDAS, DrNAS and random search with weight sharing: tiny CPU checks of what makes each one;
+a smoke search of every strategy in every space, and of op subsets."""
 import copy
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from darts.genotypes import PRIMITIVES, Genotype, derive_genotype, parse_genotype
+from darts.genotypes import PRIMITIVES, Genotype, derive_genotype, genotype_from_dict, parse_genotype
+from darts.nb201 import NB201Genotype
 from darts.runtime import Runtime
 from darts.search import run_search
 from darts.strategies import build_strategy
@@ -245,16 +247,65 @@ def test_unchanged_supernet_has_no_betas_and_plain_mixed_ops():
     assert all(type(edge) is MixedOp for edge in mixed_ops(model))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_each_strategy_runs_through_the_search_engine(name, tmp_path):
-    extra = ["strategy.num_candidates=2", "strategy.eval_batches=1"] if name == "random_ws" else []
-    if name == "pcdarts":
-        # torch 2.14 on the CPU corrupts the heap in the backward of a channels_last 1x1 stride-2 conv
-        # with 2-4 channels, which the tiny C=4 supernet's quarter-channel factorized reduces are.
-        extra.append("fast.channels_last=false")
-    cfg = compose_config("search", ["experiment=smoke", f"strategy={name}", "search.epochs=1",
-                                    "dataset.num_train=32", "deterministic=true", *extra])
-    results = run_search(cfg, tmp_path / "run")
-    assert results["strategy"] == name
-    Genotype.from_dict(results["genotype"])
-    assert (tmp_path / "run" / "genotype.json").is_file()
+# Every strategy in every space where it is defined: the config group file and the overrides that make a
+# tiny smoke search of it (one epoch, one weight step of 16 synthetic images, a C=4 network).
+SMOKE_STRATEGIES = {
+    "darts": [],
+    "darts_2nd": [],
+    # torch 2.14 on the CPU corrupts the heap in the backward of a channels_last 1x1 stride-2 conv
+    # with 2-4 channels, which the tiny C=4 supernet's quarter-channel factorized reduces are.
+    "pcdarts": ["strategy.arch_start_epoch=0", "fast.channels_last=false"],
+    "gdas": [],
+    "drnas": [],
+    "random_ws": ["strategy.num_candidates=2", "strategy.eval_batches=1"],
+    "random_sampling": ["strategy.num_candidates=2"],
+}
+SMOKE_SPACES = {"darts": [], "nb201": ["space.N=1"]}
+
+
+def smoke_search(strategy, space, run_dir, *overrides):
+    cfg = compose_config("search", ["experiment=smoke", f"space={space}", f"strategy={strategy}", "search.epochs=1",
+                                    "dataset.num_train=32", "deterministic=true", *SMOKE_STRATEGIES[strategy],
+                                    *SMOKE_SPACES[space], *overrides])
+    return cfg, run_search(cfg, run_dir)
+
+
+def assert_valid_genotype_of_space(genotype, space, primitives):
+    """A cell of the space: NB201's 6 edges, or DARTS's 4 nodes of two distinct earlier inputs per cell."""
+    assert genotype.ops() <= set(primitives), (genotype.ops(), primitives)
+    if space == "nb201":
+        assert isinstance(genotype, NB201Genotype) and len(genotype.edge_ops()) == 6
+        return
+    assert isinstance(genotype, Genotype) and "none" not in genotype.ops()
+    for pairs, concat in ((genotype.normal, genotype.normal_concat), (genotype.reduce, genotype.reduce_concat)):
+        assert len(pairs) == 8 and concat == (2, 3, 4, 5)
+        for node in range(4):
+            inputs = [source for _, source in pairs[2 * node:2 * node + 2]]
+            assert len(set(inputs)) == 2 and all(0 <= source < node + 2 for source in inputs), (node, inputs)
+
+
+@pytest.mark.parametrize("space", list(SMOKE_SPACES))
+@pytest.mark.parametrize("strategy", list(SMOKE_STRATEGIES))
+def test_every_strategy_runs_a_smoke_search_in_every_space(strategy, space, tmp_path):
+    cfg, results = smoke_search(strategy, space, tmp_path / "run")
+    assert results["strategy"] == cfg.strategy.name
+    genotype = genotype_from_dict(results["genotype"])
+    assert_valid_genotype_of_space(genotype, space, cfg.space.primitives)
+    # The run directory's genotype and the printed string both parse back to it.
+    assert parse_genotype((tmp_path / "run" / "genotype.json").read_text()) == genotype
+    assert parse_genotype(results["genotype_string"]) == genotype
+
+
+@pytest.mark.parametrize("strategy, space, subset", [
+    ("darts", "darts", ["none", "max_pool_3x3", "dil_conv_5x5"]),
+    ("random_sampling", "nb201", ["skip_connect", "nor_conv_1x1"]),
+])
+def test_a_search_on_an_op_subset_derives_only_those_ops(strategy, space, subset, tmp_path):
+    _, results = smoke_search(strategy, space, tmp_path / "run", f"space.primitives=[{','.join(subset)}]")
+    genotype = genotype_from_dict(results["genotype"])
+    assert_valid_genotype_of_space(genotype, space, subset)
+    if strategy == "random_sampling":
+        for candidate in results["candidates"]:
+            assert genotype_from_dict(candidate["genotype"]).ops() <= set(subset)
+    else:
+        assert all(len(row) == len(subset) for row in results["alphas"]["alphas_normal"])

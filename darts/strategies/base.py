@@ -3,6 +3,8 @@
 A strategy decides how the supernet is built and what one search step does
 (which parameters move, on which batches). The search engine only calls the
 methods below, so a new strategy is one module plus one config file.
+A strategy that trains no supernet (plain random sampling) subclasses
+``Strategy`` instead and names its own run class.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from darts.errors import DartsError, choices_message
 from darts.genotypes import Genotype
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-STRATEGIES: dict[str, type["SearchStrategy"]] = {}
+STRATEGIES: dict[str, type["Strategy"]] = {}
 
 
 def register_strategy(name: str):
@@ -30,22 +32,40 @@ def register_strategy(name: str):
     return decorator
 
 
-def build_strategy(cfg) -> "SearchStrategy":
-    """Instantiate the strategy named by ``cfg.name`` with the rest of ``cfg`` as keyword arguments."""
+def strategy_class(cfg) -> type["Strategy"]:
+    """The registered strategy class named by ``cfg.name``."""
     # Importing the package registers every built-in strategy.
     import darts.strategies  # noqa: F401
 
     name = cfg.get("name")
     if name not in STRATEGIES:
         raise DartsError(choices_message("strategy", name, STRATEGIES))
+    return STRATEGIES[name]
+
+
+def build_strategy(cfg) -> "Strategy":
+    """Instantiate the strategy named by ``cfg.name`` with the rest of ``cfg`` as keyword arguments."""
+    cls = strategy_class(cfg)
     options = {key: value for key, value in cfg.items() if key != "name"}
     try:
-        return STRATEGIES[name](**options)
+        return cls(**options)
     except TypeError as err:
-        raise DartsError(f"strategy {name!r}: bad option: {err}") from None
+        raise DartsError(f"strategy {cls.name!r}: bad option: {err}") from None
 
 
-class SearchStrategy(abc.ABC):
+class Strategy:
+    """What ``strategy=NAME`` selects: a registered name and the run class that drives it."""
+
+    name: str = "abstract"
+
+    @classmethod
+    def run_class(cls) -> type:
+        """The run that performs a search with this strategy: ``run_class()(cfg, run_dir).run()``
+        writes the run directory and returns the results."""
+        raise NotImplementedError
+
+
+class SearchStrategy(Strategy, abc.ABC):
     """One search method. Lifecycle, as the engine drives it:
 
     ``build_supernet`` -> ``setup`` -> per epoch: ``start_epoch``, ``step`` for
@@ -53,7 +73,13 @@ class SearchStrategy(abc.ABC):
     every object whose ``state_dict`` a checkpoint must hold.
     """
 
-    name: str = "abstract"
+    @classmethod
+    def run_class(cls) -> type:
+        """The supernet search loop, which drives every strategy that trains a supernet."""
+        # darts.search imports the strategies, so it is imported here rather than at module level.
+        from darts.search import SearchRun
+
+        return SearchRun
 
     @abc.abstractmethod
     def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:

@@ -115,6 +115,7 @@ class DARTS(SearchStrategy):
             scaled.backward(inputs=params)
         else:
             scaled.backward()
+        self.runtime.dist.average_gradients(params)
 
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
         metrics = {}
@@ -158,7 +159,7 @@ class DARTS(SearchStrategy):
         group = self.w_optimizer.param_groups[0]
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         loss, _ = self.loss(train_batch, float32=True)
-        grads = torch.autograd.grad(loss, self.weights)
+        grads = self.runtime.dist.average_tensors(torch.autograd.grad(loss, self.weights))
         direction = []
         for weight, grad in zip(self.weights, grads):
             step = grad + weight_decay * weight.detach()
@@ -183,14 +184,16 @@ class DARTS(SearchStrategy):
                 torch._foreach_add_([w.data for w in self.weights], direction, alpha=-xi)
             loss, logits = self.loss(alpha_batch, float32=True)
             grads = torch.autograd.grad(loss, self.alphas + self.weights)
-            d_alpha, v = grads[:len(self.alphas)], grads[len(self.alphas):]
+            d_alpha, v = grads[:len(self.alphas)], self.runtime.dist.average_tensors(grads[len(self.alphas):])
             with torch.no_grad():
                 torch._foreach_copy_([w.data for w in self.weights], originals)
             if self.hessian == "exact":
                 hessian_v = self.exact_mixed_hvp(v, train_batch)
             else:
                 hessian_v = self.finite_difference_mixed_hvp(v, originals, train_batch)
-        arch_grads = [da - xi * hv for da, hv in zip(d_alpha, hessian_v)]
+        # Under DDP each term above came from this rank's shard; their mean over ranks is the
+        # global batch's gradient (v and the virtual step were averaged already, as they must be).
+        arch_grads = self.runtime.dist.average_tensors([da - xi * hv for da, hv in zip(d_alpha, hessian_v)])
         return arch_grads, loss, logits
 
     def finite_difference_mixed_hvp(self, v, originals, train_batch: Batch) -> list[torch.Tensor]:

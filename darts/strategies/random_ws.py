@@ -52,12 +52,14 @@ class RankingState:
 
     def state_dict(self) -> dict:
         return {"alpha_batches": [list(batch) for batch in self.strategy.ranking_batches],
-                "winner": self.strategy.winner}
+                "winner": self.strategy.winner, "step_in_epoch": self.strategy.step_in_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.strategy.ranking_batches.clear()
         self.strategy.ranking_batches.extend(tuple(batch) for batch in state["alpha_batches"])
         self.strategy.winner = state["winner"]
+        # A checkpoint taken mid-epoch (at a stop signal) resumes at that step of the epoch.
+        self.strategy.step_in_epoch = int(state.get("step_in_epoch", 0))
 
 
 @register_strategy("random_ws")
@@ -136,9 +138,6 @@ class RandomWS(DARTS):
         return EdgeWeights(weights, active)
 
     # -- training ----------------------------------------------------------------------------------
-    def start_epoch(self, epoch: int) -> None:
-        self.step_in_epoch = 0
-
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
         # Only the last eval_batches steps of an epoch feed the buffer: earlier batches would be
         # pushed out of it before any ranking reads them.
@@ -149,6 +148,7 @@ class RandomWS(DARTS):
         return self.weight_step(train_batch)
 
     def end_epoch(self, epoch: int) -> None:
+        self.step_in_epoch = 0   # reset here, not in start_epoch: a resumed epoch starts mid-way
         self.scheduler.step()
         if (epoch + 1) % self.rank_every == 0 or epoch + 1 == self.epochs:
             self.rank()
@@ -178,7 +178,9 @@ class RandomWS(DARTS):
         finally:
             self.pending = {}
             self.model.train(was_training)
-        losses = torch.stack(scores).cpu().tolist()
+        # Under DDP each rank scored its shard of the batches: the mean over ranks is the global score,
+        # and every rank picks the same winner.
+        losses = self.runtime.dist.average_tensors([torch.stack(scores)])[0].cpu().tolist()
         best = min(range(len(losses)), key=lambda i: losses[i])  # ties: the earlier candidate
         self.winner = candidates[best]
         return losses
