@@ -14,13 +14,14 @@ The second-order check uses the exact Hessian-vector product on both paths (see 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from omegaconf import OmegaConf
 
 from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
 from darts.genotypes import PRIMITIVES
-from darts.strategies import build_strategy
+from darts.strategies import build_strategy, strategy_class
 
 OPTIM = OmegaConf.create(dict(weights=dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0),
                               alphas=dict(lr=3e-4, betas=[0.5, 0.999], weight_decay=1e-3)))
@@ -30,8 +31,13 @@ PAPER_STEPS = 50 * (25000 // 64)
 def build(args, runtime, model=None, hessian="finite_difference"):
     space = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=args.C, layers=args.layers, steps=4,
                                   multiplier=4, stem_multiplier=3))
-    options = dict(name=args.strategy, order=args.order) if args.order == 1 else dict(
-        name=args.strategy, order=args.order, hessian=hessian)
+    options = dict(name=args.strategy)
+    accepted = inspect.signature(strategy_class(options).__init__).parameters
+    # Strategies without an order (GDAS, DrNAS, random_ws) are first-order methods.
+    if "order" in accepted:
+        options.update(order=args.order, **({"hessian": hessian} if args.order == 2 else {}))
+    elif args.order == 2:
+        raise SystemExit(f"strategy {args.strategy!r} has no second order")
     strategy = build_strategy(OmegaConf.create(options))
     if model is None:
         torch.manual_seed(0)
@@ -67,7 +73,10 @@ def main(argv=None) -> dict:
                     torch.randint(0, 10, (args.batch,), generator=generator).to(device))
     train_batch, alpha_batch = make(), make()
     alpha_batches = iter(lambda: alpha_batch, None)
-    seconds = time_steps(lambda: strategy.step(train_batch, alpha_batches, 0)["loss_sum"], device, args.warmup,
+    # Time a step of an epoch where the alphas move (PC-DARTS freezes them for its first 15 epochs).
+    epoch = getattr(strategy, "arch_start_epoch", 0)
+    strategy.start_epoch(epoch)
+    seconds = time_steps(lambda: strategy.step(train_batch, alpha_batches, epoch)["loss_sum"], device, args.warmup,
                          args.steps)
     result = {"path": "baseline" if args.baseline else "fast", "strategy": args.strategy, "order": args.order,
               "batch": args.batch, "device": device.type, "ms_per_step": 1000 * seconds,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+from darts.checkpoint import save_atomic
 from darts.errors import DartsError
 
 # The exit status of a run stopped by a signal: 128 + SIGTERM, what a shell reports for a killed job.
@@ -48,6 +49,7 @@ class StopSignals:
             self.requested = signal.Signals(signum).name
 
     def __enter__(self) -> "StopSignals":
+        self.previous = {}
         try:
             for number in self.signals:
                 self.previous[number] = signal.signal(number, self._handle)
@@ -56,9 +58,9 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        # ``previous`` stays readable: chained_handlers() is asked after the loop has left the block.
         for number, handler in self.previous.items():
             signal.signal(number, handler)
-        self.previous = {}
 
     def chained_handlers(self) -> list:
         """The (handler, signum) pairs to run after the checkpoint: another library's handler for the
@@ -110,3 +112,19 @@ class StopCheck:
 
     def requested_at_epoch_end(self) -> bool:
         return self.dist.any(self.signals.requested is not None, self.device)
+
+
+class StoppableRun:
+    """The stop of a run (search or final training) that has ``context`` (a ``RunContext``),
+    ``checkpoint_path`` and ``state(last_finished_epoch, interrupted)``."""
+
+    def stop(self, epoch: int, next_step: int, totals, stop_check: StopCheck) -> None:
+        """Checkpoint at a stop signal and raise :class:`Preempted`. Mid-epoch (``next_step`` > 0) the
+        checkpoint records the epoch, the next step and the epoch's metric sums so far; at an epoch's
+        end the epoch's own checkpoint, just written, is the one to resume from."""
+        if next_step and self.context.writes:
+            interrupted = {"epoch": epoch, "step": next_step, "totals": totals.sums}
+            save_atomic(self.state(epoch - 1, interrupted), self.checkpoint_path)
+        raise Preempted(f"{stop_check.signal_name} at epoch {epoch} step {next_step}: checkpoint saved in "
+                        f"{self.checkpoint_path}; rerun with resume=true (or auto) to continue",
+                        stop_check.signals.chained_handlers())

@@ -18,7 +18,7 @@ from darts.data import build_search_data
 from darts.distributed import lr_scale, shard_sizes, shutdown_distributed
 from darts.engine import entropy, evaluate, in_layout, library_versions, scaled_learning_rates, start_run
 from darts.errors import DartsError
-from darts.preemption import Preempted, StopCheck
+from darts.preemption import StoppableRun, StopCheck
 from darts.runtime import build_runtime
 from darts.strategies import build_strategy, strategy_class
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -28,7 +28,7 @@ def _genotype_record(genotype) -> dict:
     return {"genotype": genotype.to_dict(), "string": str(genotype)}
 
 
-class SearchRun:
+class SearchRun(StoppableRun):
     """The state of one search and the steps of its loop."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
@@ -174,16 +174,6 @@ class SearchRun:
                 if epoch + 1 < self.epochs and stop_check.requested_at_epoch_end():
                     self.stop(epoch + 1, 0, None, stop_check)
         return self.finish()
-
-    def stop(self, epoch: int, next_step: int, totals: MetricAccumulator | None, stop_check: "StopCheck") -> None:
-        """Checkpoint at a stop signal (mid-epoch when ``next_step`` > 0) and raise :class:`Preempted`."""
-        if next_step and self.context.writes:
-            interrupted = {"epoch": epoch, "step": next_step, "totals": totals.sums}
-            save_atomic(self.state(epoch - 1, interrupted), self.checkpoint_path)
-        # At an epoch's end, end_of_epoch has just written the checkpoint.
-        raise Preempted(f"{stop_check.signal_name} at epoch {epoch} step {next_step}: checkpoint saved in "
-                        f"{self.checkpoint_path}; rerun with resume=true (or auto) to continue",
-                        stop_check.signals.chained_handlers())
 
     def should_evaluate(self, epoch: int) -> bool:
         every = self.search_cfg.eval_every

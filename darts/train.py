@@ -22,7 +22,7 @@ from darts.data import build_train_data
 from darts.distributed import lr_scale, shard_sizes, shutdown_distributed
 from darts.engine import evaluate, in_layout, library_versions, scaled_learning_rates, start_run
 from darts.errors import DartsError
-from darts.preemption import Preempted, StopCheck
+from darts.preemption import StoppableRun, StopCheck
 from darts.runtime import build_runtime, upcast
 from darts.genotypes import resolve_genotype
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -104,7 +104,7 @@ def multiply_adds(model: nn.Module, input_shape: tuple[int, ...], device) -> int
     return counter.get_total_flops() // 2
 
 
-class FinalRun:
+class FinalRun(StoppableRun):
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg = cfg
         self.train_cfg = cfg.train
@@ -200,15 +200,6 @@ class FinalRun:
         record = totals.read(self.dist.sum_metrics)
         self.train_time_s += time.time() - start
         return record
-
-    def stop(self, epoch: int, next_step: int, totals: MetricAccumulator | None, stop_check: StopCheck) -> None:
-        """Checkpoint at a stop signal (mid-epoch when ``next_step`` > 0) and raise :class:`Preempted`."""
-        if next_step and self.context.writes:
-            interrupted = {"epoch": epoch, "step": next_step, "totals": totals.sums}
-            save_atomic(self.state(epoch - 1, interrupted), self.checkpoint_path)
-        raise Preempted(f"{stop_check.signal_name} at epoch {epoch} step {next_step}: checkpoint saved in "
-                        f"{self.checkpoint_path}; rerun with resume=true (or auto) to continue",
-                        stop_check.signals.chained_handlers())
 
     def write_header(self) -> None:
         OmegaConf.save(self.cfg, self.run_dir / "config_resolved.yaml", resolve=True)

@@ -140,19 +140,19 @@ def tiny_copy(module):
 SMOKE = ["experiment=smoke", "search.epochs=2", "search.max_steps_per_epoch=4", "search.batch_size=16"]
 
 
-def command(run_dir, overrides, processes):
-    launcher = [sys.executable, str(REPO_ROOT / "train_search.py")]
+def command(run_dir, overrides, processes, script="train_search.py", base=SMOKE):
+    launcher = [sys.executable, str(REPO_ROOT / script)]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={processes}", str(REPO_ROOT / "train_search.py")]
-    return [*launcher, *SMOKE, f"hydra.run.dir={run_dir}", *overrides]
+                    f"--nproc_per_node={processes}", str(REPO_ROOT / script)]
+    return [*launcher, *base, f"hydra.run.dir={run_dir}", *overrides]
 
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
 
 
-def launch(run_dir, *overrides, processes=1):
-    result = subprocess.run(command(run_dir, overrides, processes), cwd=REPO_ROOT, env=ENV, capture_output=True,
+def launch(run_dir, *overrides, processes=1, script="train_search.py", base=SMOKE):
+    result = subprocess.run(command(run_dir, overrides, processes, script, base), cwd=REPO_ROOT, env=ENV, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return read_json(run_dir / "results.json")
@@ -201,3 +201,18 @@ def test_two_process_search_stopped_by_sigterm_resumes_exactly(tmp_path):
     assert resumed["alphas"] == full["alphas"]
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
     assert [r["alpha_eval_loss"] for r in resumed["history"]] == [r["alpha_eval_loss"] for r in full["history"]]
+
+
+FINAL_SMOKE = ["experiment=smoke", "train.epochs=1", "train.max_steps_per_epoch=3", "train.batch_size=16",
+               "train.drop_path_prob=0"]   # drop path draws per-image masks from each rank's RNG
+
+
+def test_two_process_final_training_equals_one_process_and_only_rank0_writes(tmp_path):
+    single = launch(tmp_path / "single", "distributed.sync_bn=true", script="train_final.py", base=FINAL_SMOKE)
+    pair = launch(tmp_path / "pair", "distributed.sync_bn=true", processes=2, script="train_final.py",
+                  base=FINAL_SMOKE)
+    assert pair["world_size"] == 2 and pair["images_per_s"] > 0
+    for key in ("train_loss", "test_loss"):
+        assert pair[key] == pytest.approx(single[key], rel=1e-4), key
+    assert pair["test_top1"] == single["test_top1"]
+    assert len(list((tmp_path / "pair" / "tb").iterdir())) == 1 and (tmp_path / "pair" / "model.pt").is_file()
