@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +113,24 @@ def resume_requested(value) -> str:
     return text
 
 
+def remove_hydra_only_directory(directory: Path) -> None:
+    """Delete a directory that holds nothing but what Hydra writes at start-up (``.hydra/`` and the
+    job's log): the stray directory of a rank whose ``${now:}`` fell on another second than rank 0's."""
+    if not directory.is_dir():
+        return
+    entries = list(directory.iterdir())
+    if all(entry.name == ".hydra" or entry.suffix == ".log" for entry in entries):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def start_run(cfg, run_dir: Path) -> RunContext:
     """Join the process group (when launched by torchrun), agree on rank 0's run directory, pick
     the device, and decide whether to resume. Writes nothing."""
     dist, device_name = init_distributed(cfg.get("distributed"), str(cfg.device))
     # Ranks may have resolved a different ${now:} into their directory; rank 0's is the run's.
-    run_dir = Path(dist.broadcast_object(str(run_dir)))
+    own_dir, run_dir = Path(run_dir), Path(dist.broadcast_object(str(run_dir)))
+    if own_dir.resolve() != run_dir.resolve():
+        remove_hydra_only_directory(own_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     mode = resume_requested(cfg.resume)
     resume = dist.broadcast_object(mode == "true" or (mode == "auto" and checkpoint_path.is_file()))

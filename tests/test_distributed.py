@@ -216,3 +216,17 @@ def test_two_process_final_training_equals_one_process_and_only_rank0_writes(tmp
         assert pair[key] == pytest.approx(single[key], rel=1e-4), key
     assert pair["test_top1"] == single["test_top1"]
     assert len(list((tmp_path / "pair" / "tb").iterdir())) == 1 and (tmp_path / "pair" / "model.pt").is_file()
+
+
+def test_a_rank_removes_only_a_stray_directory_that_hydra_alone_wrote(tmp_path):
+    from darts.engine import remove_hydra_only_directory
+
+    stray, real = tmp_path / "12-00-01", tmp_path / "12-00-00"
+    for directory in (stray, real):
+        (directory / ".hydra").mkdir(parents=True)
+        (directory / ".hydra" / "config.yaml").write_text("seed: 0\n")
+        (directory / "train_search.log").write_text("")
+    (real / "checkpoint.pt").write_bytes(b"x")
+    remove_hydra_only_directory(stray)
+    remove_hydra_only_directory(real)
+    assert not stray.exists() and (real / "checkpoint.pt").exists()
