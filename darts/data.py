@@ -723,7 +723,8 @@ class LoaderBatches:
             pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
             # Seeds the workers' RNGs, so the transforms' randomness does not depend on the global RNG.
             # Each rank its own worker seeds: the same seeds would give every shard the same crops.
-            generator=torch.Generator().manual_seed(stream_seed(self.seed, f"{stream}/workers{_rank_suffix(shard)}", 0)))
+            generator=torch.Generator().manual_seed(
+                stream_seed(self.seed, f"{stream}/workers{_rank_suffix(shard)}", 0)))
 
     @property
     def num_examples(self) -> int:
