@@ -133,10 +133,11 @@ class Distributed:
         return float(gap.item())
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Global-batch BatchNorm when asked for, then rank 0's initial state everywhere."""
+        """Global-batch BatchNorm when asked for. Called before the optimisers hold the parameters
+        (the swap makes new ones) and before the move to the device; ``broadcast_parameters`` follows
+        the move, since NCCL broadcasts only device tensors."""
         if self.enabled and self.sync_bn:
             model = convert_to_global_batchnorm(model)
-        self.broadcast_parameters(model)
         return model
 
 
