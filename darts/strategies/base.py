@@ -53,19 +53,19 @@ def build_strategy(cfg) -> "Strategy":
         raise DartsError(f"strategy {cls.name!r}: bad option: {err}") from None
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """What ``strategy=NAME`` selects: a registered name and the run class that drives it."""
 
     name: str = "abstract"
 
     @classmethod
+    @abc.abstractmethod
     def run_class(cls) -> type:
         """The run that performs a search with this strategy: ``run_class()(cfg, run_dir).run()``
         writes the run directory and returns the results."""
-        raise NotImplementedError
 
 
-class SearchStrategy(Strategy, abc.ABC):
+class SearchStrategy(Strategy):
     """One search method. Lifecycle, as the engine drives it:
 
     ``build_supernet`` -> ``setup`` -> per epoch: ``start_epoch``, ``step`` for
