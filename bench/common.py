@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darts.runtime import Runtime, resolve_amp  # noqa: E402
+from darts.runtime import Runtime, resolve_amp, resolve_depthwise_grads  # noqa: E402
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--checkpoint-cells", action="store_true")
+    parser.add_argument("--depthwise-grads", default="auto", choices=("auto", "conv", "native"))
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
@@ -34,10 +35,11 @@ def make_runtime(args, baseline: bool | None = None) -> Runtime:
     device = torch.device(args.device)
     if baseline if baseline is not None else args.baseline:
         return Runtime(device, amp_dtype=None, channels_last=False, compile=False, selective_grads=False,
-                       checkpoint_cells=args.checkpoint_cells)
+                       checkpoint_cells=args.checkpoint_cells, fused_mixed_ops=False)
     use_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     return Runtime(device, amp_dtype=resolve_amp(args.amp, device), channels_last=True, compile=use_compile,
-                   checkpoint_cells=args.checkpoint_cells)
+                   checkpoint_cells=args.checkpoint_cells,
+                   depthwise_conv_grads=resolve_depthwise_grads(args.depthwise_grads, device))
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from darts.kernels import DepthwiseConv2d
 from darts.errors import DartsError, choices_message
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -45,7 +46,21 @@ def check_ops(names, allowed=None) -> None:
             raise DartsError(choices_message("op", name, valid))
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUFirst(nn.Sequential):
+    """A sequence that starts with a ReLU. ``forward_activated(activation(x)) == forward(x)``, so a
+    mixed op computes the ReLU of its input once for all such ops (see ``MixedOp``)."""
+
+    @property
+    def activation(self) -> nn.Module:
+        return self[0]
+
+    def forward_activated(self, x):
+        for module in list(self)[1:]:
+            x = module(x)
+        return x
+
+
+class ReLUConvBN(ReLUFirst):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
@@ -54,14 +69,13 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(ReLUFirst):
     """ReLU, depthwise k x k (dilated), pointwise 1 x 1, BN."""
 
     def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -69,6 +83,13 @@ class DilConv(nn.Sequential):
 
 class SepConv(nn.Sequential):
     """Two DilConv blocks with dilation 1; only the first carries the stride."""
+
+    @property
+    def activation(self) -> nn.Module:
+        return self[0].activation
+
+    def forward_activated(self, x):
+        return self[1](self[0].forward_activated(x))
 
     def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
         super().__init__(
@@ -98,8 +119,9 @@ class Zero(nn.Module):
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two 1x1 stride-2 convs, one shifted by a pixel.
 
-    Padding the bottom/right edge before the shift gives the published result on
-    even sizes and keeps both halves the same size on odd ones (e.g. 7 x 7).
+    On even sizes the shifted half reads x[1::2, 1::2], as published; on odd ones
+    (e.g. 7 x 7) the bottom/right edge is zero-padded first so that both halves
+    have the same size. (Padding even sizes too would copy the whole input.)
     """
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
@@ -111,10 +133,19 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
+    @property
+    def activation(self) -> nn.Module:
+        return self.relu
+
     def forward(self, x):
-        x = self.relu(x)
-        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.forward_activated(self.relu(x))
+
+    def forward_activated(self, x):
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            x_shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        else:
+            x_shifted = x[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x_shifted)], dim=1))
 
 
 register_op("none")(lambda C, stride, affine: Zero(stride))

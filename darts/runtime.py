@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from darts.kernels import DEPTHWISE_GRADS, use_conv_grads
 from darts.distributed import Distributed
 from darts.errors import DartsError
 
@@ -27,6 +28,8 @@ class Runtime:
     compile_mode: str = "default"          # "reduce-overhead" adds CUDA graphs for static shapes
     selective_grads: bool = True           # each backward asks only for the gradients its step uses
     checkpoint_cells: bool = False
+    depthwise_conv_grads: bool = False     # depthwise-conv gradients by forward convolutions (darts.kernels)
+    fused_mixed_ops: bool = True           # one shared ReLU and an in-place weighted sum per mixed op
     dist: Distributed = field(default_factory=Distributed)   # the ranks that average gradients
 
     def __post_init__(self):
@@ -46,6 +49,10 @@ class Runtime:
         model.to(self.device, memory_format=self.memory_format)
         if hasattr(model, "checkpoint_cells"):
             model.checkpoint_cells = self.checkpoint_cells
+        use_conv_grads(model, self.depthwise_conv_grads)
+        for module in model.modules():
+            if hasattr(module, "fused"):
+                module.fused = self.fused_mixed_ops
         if self.compile:
             return torch.compile(model, mode=self.compile_mode)
         return model
@@ -53,7 +60,9 @@ class Runtime:
     def describe(self) -> dict:
         return {"device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
                 "channels_last": self.channels_last, "compile": self.compile, "selective_grads": self.selective_grads,
-                "checkpoint_cells": self.checkpoint_cells, "world_size": self.dist.world_size}
+                "checkpoint_cells": self.checkpoint_cells, "depthwise_conv_grads": self.depthwise_conv_grads,
+                "fused_mixed_ops": self.fused_mixed_ops,
+                "world_size": self.dist.world_size}
 
 
 def upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -72,12 +81,19 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
+def resolve_depthwise_grads(mode: str, device: torch.device) -> bool:
+    """auto: on the CPU, where oneDNN's depthwise backward kernels are the slow part of a search step."""
+    if mode not in DEPTHWISE_GRADS:
+        raise DartsError(f"unknown fast.depthwise_grads {mode!r}; valid choices: {', '.join(DEPTHWISE_GRADS)}")
+    return mode == "conv" or (mode == "auto" and device.type == "cpu")
+
+
 def build_runtime(fast_cfg, device: torch.device, deterministic: bool,
                   dist: Distributed | None = None) -> Runtime:
     dist = dist or Distributed()
     if not fast_cfg.enabled:
         return Runtime(device, amp_dtype=None, channels_last=False, compile=False, selective_grads=False,
-                       checkpoint_cells=bool(fast_cfg.checkpoint_cells), dist=dist)
+                       checkpoint_cells=bool(fast_cfg.checkpoint_cells), fused_mixed_ops=False, dist=dist)
     compile_mode = fast_cfg.compile
     # YAML reads on/off/true/false as booleans.
     compile_mode = {True: "on", False: "off"}.get(compile_mode, str(compile_mode))
@@ -87,4 +103,6 @@ def build_runtime(fast_cfg, device: torch.device, deterministic: bool,
     use_compile = compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda" and not deterministic)
     return Runtime(device, amp_dtype=resolve_amp(str(fast_cfg.amp), device), channels_last=bool(fast_cfg.channels_last),
                    compile=use_compile, compile_mode=str(fast_cfg.compile_mode),
-                   selective_grads=True, checkpoint_cells=bool(fast_cfg.checkpoint_cells), dist=dist)
+                   selective_grads=True, checkpoint_cells=bool(fast_cfg.checkpoint_cells),
+                   depthwise_conv_grads=resolve_depthwise_grads(str(fast_cfg.get("depthwise_grads", "auto")), device),
+                   dist=dist)

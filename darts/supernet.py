@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.genotypes import PRIMITIVES, Genotype, derive_genotype
+from darts.kernels import weighted_sum
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, check_ops, is_pool
 
 
@@ -49,6 +50,11 @@ class MixedOp(nn.Module):
     exactly zero; skipping it saves a launch per edge. ``pool_bn`` puts the
     DARTS supernet's affine-free BN after each pool (the NAS-Bench-201 supernet
     has none there).
+
+    ``fused`` (switched on by the fast path's ``Runtime.prepare``) computes the
+    input's ReLU once for every op that starts with one (the four convolutions
+    and the factorized reduce of the DARTS space) and sums the weighted outputs
+    with :func:`darts.kernels.weighted_sum`; off, every op runs as published.
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], pool_bn: bool = True):
@@ -63,6 +69,9 @@ class MixedOp(nn.Module):
             ops.append(op)
         self.ops = nn.ModuleList(ops)
         self.live = [k for k, name in enumerate(self.primitives) if name != "none"]
+        # Ops that start with a ReLU; the fused forward runs the first one's ReLU for all of them.
+        self.relu_first = [k for k in self.live if hasattr(self.ops[k], "forward_activated")]
+        self.fused = False
 
     def output_shape_zero(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -76,6 +85,8 @@ class MixedOp(nn.Module):
                 # Sampled `none`: zeros, but keep the weight in the graph for its gradient.
                 return self.output_shape_zero(x) * weights[active]
             return self.ops[active](x) * weights[active]
+        if self.fused and self.live:
+            return self.fused_forward(x, weights)
         total = None
         for k in self.live:
             term = self.ops[k](x) * weights[k]
@@ -83,6 +94,15 @@ class MixedOp(nn.Module):
         if total is None:  # an op list of only `none`
             return self.output_shape_zero(x)
         return total
+
+    def fused_forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if len(self.relu_first) < 2:
+            outputs = [self.ops[k](x) for k in self.live]
+        else:
+            activated = self.ops[self.relu_first[0]].activation(x)
+            outputs = [self.ops[k].forward_activated(activated) if k in self.relu_first else self.ops[k](x)
+                       for k in self.live]
+        return weighted_sum(weights, tuple(self.live), outputs)
 
 
 class SearchCell(nn.Module):

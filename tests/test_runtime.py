@@ -26,8 +26,14 @@ def fast_cfg(**changes):
 def test_runtime_defaults_on_cpu_and_the_baseline():
     fast = build_runtime(fast_cfg(), CPU, deterministic=False)
     assert fast.amp_dtype is None and fast.channels_last and not fast.compile and fast.selective_grads
+    assert fast.depthwise_conv_grads and fast.fused_mixed_ops
     baseline = build_runtime(fast_cfg(enabled=False), CPU, deterministic=False)
     assert not (baseline.channels_last or baseline.selective_grads or baseline.compile)
+    assert not (baseline.depthwise_conv_grads or baseline.fused_mixed_ops)
+    assert not build_runtime(fast_cfg(depthwise_grads="native"), CPU, False).depthwise_conv_grads
+    assert not build_runtime(fast_cfg(), torch.device("cuda"), False).depthwise_conv_grads
+    with pytest.raises(DartsError, match="valid choices: auto, conv, native"):
+        build_runtime(fast_cfg(depthwise_grads="fft"), CPU, False)
     assert build_runtime(fast_cfg(amp="bf16"), CPU, False).amp_dtype == torch.bfloat16
     assert build_runtime(fast_cfg(compile=True), CPU, False).compile
     with pytest.raises(DartsError, match="valid choices: auto, bf16, fp16, off"):
@@ -49,8 +55,8 @@ def batches(n=3):
 
 
 def test_fast_path_takes_the_same_steps_as_the_eager_baseline():
-    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True))
-    base, base_model = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False),
+    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True))
+    base, base_model = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False),
                                      model=copy.deepcopy(fast_model))
     data = batches()
     for strategy in (fast, base):
@@ -62,8 +68,8 @@ def test_fast_path_takes_the_same_steps_as_the_eager_baseline():
 
 def test_fast_path_second_order_gradient_matches_the_baseline():
     # Compared before Adam: its normalisation turns float noise on near-zero gradients into full steps.
-    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True), order=2)
-    base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False), order=2,
+    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True), order=2)
+    base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False), order=2,
                             model=copy.deepcopy(fast_model))
     data = batches()
     for strategy in (fast, base):

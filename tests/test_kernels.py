@@ -1,0 +1,146 @@
+"""The fast path's hand-written gradients equal autograd's, and are skipped when a pass does not ask."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import darts.kernels as kernels
+from darts.genotypes import PRIMITIVES
+from darts.kernels import depthwise_conv2d, weighted_sum
+from darts.ops import FactorizedReduce
+from darts.runtime import Runtime
+from darts.supernet import MixedOp
+
+CPU = torch.device("cpu")
+# (kernel, dilation, stride): every depthwise conv of the DARTS ops, plus a stride-2 undilated one
+# (the native fallback) and the 5x5 dilated stride-2 case (the subsampling identity).
+CONVS = [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (3, 2, 2), (5, 2, 2), (3, 1, 2)]
+
+
+@pytest.mark.parametrize("kernel,dilation,stride", CONVS)
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_conv_equals_native_conv_with_gradients_and_double_backward(kernel, dilation, stride, size,
+                                                                             channels_last):
+    padding = dilation * (kernel - 1) // 2
+    gen = torch.Generator().manual_seed(kernel * 100 + dilation * 10 + stride + size)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    weight = torch.randn(3, 1, kernel, kernel, dtype=torch.float64, generator=gen, requires_grad=True)
+    expected = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=3)
+    got = depthwise_conv2d(x, weight, stride, padding, dilation)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+    conv = lambda a, w: depthwise_conv2d(a, w, stride, padding, dilation)
+    assert torch.autograd.gradcheck(conv, (x, weight))
+    assert torch.autograd.gradgradcheck(conv, (x, weight))
+
+
+def test_depthwise_weight_gradient_is_skipped_when_the_pass_does_not_ask_for_it(monkeypatch):
+    calls = []
+    original = kernels.depthwise_weight_grad
+    monkeypatch.setattr(kernels, "depthwise_weight_grad", lambda *args: calls.append(1) or original(*args))
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    weight = torch.randn(4, 1, 3, 3, requires_grad=True)
+    scale = torch.ones(1, requires_grad=True)
+    loss = depthwise_conv2d(x * scale, weight, 1, 2, 2).square().sum()
+    torch.autograd.grad(loss, [scale], retain_graph=True)
+    loss.backward(inputs=[scale], retain_graph=True)
+    assert calls == []
+    (weight_grad,) = torch.autograd.grad(loss, [weight], retain_graph=True)
+    assert calls == [1]
+    expected = torch.autograd.grad(F.conv2d(x * scale, weight, padding=2, dilation=2, groups=4).square().sum(),
+                                   [weight])[0]
+    torch.testing.assert_close(weight_grad, expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_weighted_sum_equals_autograd_and_leaves_unused_weights_at_zero(channels_last):
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.randn(8, dtype=torch.float64, generator=gen, requires_grad=True)
+    outputs = [torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen) for _ in range(3)]
+    if channels_last:
+        outputs = [out.to(memory_format=torch.channels_last) for out in outputs]
+    outputs = [out.requires_grad_() for out in outputs]
+    indices = (1, 4, 7)
+    mix = lambda w, *outs: weighted_sum(w, indices, list(outs))
+    expected = sum(weights[i] * out for i, out in zip(indices, outputs))
+    torch.testing.assert_close(mix(weights, *outputs), expected)
+    assert torch.autograd.gradcheck(mix, (weights, *outputs))
+    assert torch.autograd.gradgradcheck(mix, (weights, *outputs))
+    (grad,) = torch.autograd.grad(mix(weights, *outputs).sum(), [weights])
+    assert grad[[0, 2, 3, 5, 6]].abs().max() == 0
+
+
+def mixed_op_pair(stride):
+    torch.manual_seed(0)
+    plain = MixedOp(4, stride, PRIMITIVES).double()
+    fused = copy.deepcopy(plain)
+    fused.fused = True
+    for module in fused.modules():
+        if isinstance(module, kernels.DepthwiseConv2d):
+            module.conv_grads = True
+    return plain, fused
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_mixed_op_equals_the_published_one(stride):
+    plain, fused = mixed_op_pair(stride)
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    alphas = torch.randn(len(PRIMITIVES), dtype=torch.float64)
+    results = []
+    for op in (plain, fused):
+        inputs, weights = x.clone().requires_grad_(), alphas.clone().requires_grad_()
+        out = op(inputs, torch.softmax(weights, 0))
+        grads = torch.autograd.grad(out.square().sum(), [inputs, weights, *op.parameters()])
+        results.append((out, grads))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for got, expected in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, expected)
+
+
+def test_fused_mixed_op_runs_one_relu_for_its_four_convolutions(monkeypatch):
+    plain, fused = mixed_op_pair(1)
+    counts = {}
+    for name, op in (("plain", plain), ("fused", fused)):
+        calls = []
+        monkeypatch.setattr(torch, "relu", lambda t, calls=calls, relu=torch.relu: calls.append(1) or relu(t))
+        op(torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.full((len(PRIMITIVES),), 0.125, dtype=torch.float64))
+        monkeypatch.undo()
+        counts[name] = len(calls)
+    # sep_conv (2 ReLUs each, the first shared), dil_conv (1 each): 6 unfused, 1 shared + 2 inner fused.
+    assert counts == {"plain": 6, "fused": 3}
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_reads_the_shifted_pixels(size):
+    torch.manual_seed(0)
+    reduce = FactorizedReduce(4, 8).eval()
+    x = torch.randn(2, 4, size, size)
+    activated = torch.relu(x)
+    padded = F.pad(activated, (0, 1, 0, 1))[:, :, 1:, 1:]
+    expected = reduce.bn(torch.cat([reduce.conv_1(activated), reduce.conv_2(padded)], dim=1))
+    torch.testing.assert_close(reduce(x), expected)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_runtime_prepare_switches_the_kernels(fast):
+    torch.manual_seed(0)
+    op = MixedOp(4, 1, PRIMITIVES)
+    runtime = (Runtime(CPU, depthwise_conv_grads=True) if fast
+               else Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False))
+    runtime.prepare(op)
+    convs = [m for m in op.modules() if isinstance(m, kernels.DepthwiseConv2d)]
+    assert len(convs) == 6 and all(conv.conv_grads == fast for conv in convs) and op.fused == fast
+
+
+def test_every_listed_conv_case_uses_the_custom_gradient_or_the_native_one():
+    # Guards the list above: the stride-1 and stride == dilation cases go through the custom function.
+    for kernel, dilation, stride in CONVS:
+        x = torch.randn(1, 2, 8, 8, requires_grad=True)
+        out = depthwise_conv2d(x, torch.randn(2, 1, kernel, kernel), stride, dilation * (kernel - 1) // 2, dilation)
+        custom = type(out.grad_fn).__name__ == "_SameDepthwiseConvBackward"
+        assert custom == (stride == 1 or stride == dilation), (kernel, dilation, stride)
