@@ -38,7 +38,7 @@ def make_runtime(args, baseline: bool | None = None) -> Runtime:
                        checkpoint_cells=args.checkpoint_cells, fused_mixed_ops=False)
     use_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     return Runtime(device, amp_dtype=resolve_amp(args.amp, device), channels_last=True, compile=use_compile,
-                   checkpoint_cells=args.checkpoint_cells,
+                   checkpoint_cells=args.checkpoint_cells, fused_mixed_ops=not use_compile,
                    depthwise_conv_grads=resolve_depthwise_grads(args.depthwise_grads, device))
 
 

@@ -4,11 +4,10 @@ A search step on the CPU is bound by memory traffic and by oneDNN's slow
 depthwise backward kernels; two functions here cut both.
 
 **Depthwise convolution whose gradients are computed by forward convolutions.**
-oneDNN's CPU backward kernels for depthwise convolutions are several times slower
-than its forward kernels, and 10-40x slower when the convolution is dilated (the
-``dil_conv`` ops): on the CIFAR-10 search supernet they were half of a step. The
-same gradients are forward convolutions in disguise, for a stride-1 "same"
-convolution with weight ``w`` (C, 1, k, k):
+oneDNN's CPU backward kernels for dilated depthwise convolutions (the ``dil_conv``
+ops) are 10-40x slower than its forward kernels: on the CIFAR-10 search supernet
+they were a third of a step. The same gradients are forward convolutions in
+disguise, for a stride-1 "same" convolution with weight ``w`` (C, 1, k, k):
 
 - the input gradient is the output gradient convolved with the flipped kernel;
 - the weight gradient is the padded input convolved with the output gradient
@@ -88,11 +87,6 @@ def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: 
     a convolution of the padded input with ``grad_out`` as the kernel, taken with stride d.
     """
     n, channels, height, width = x.shape
-    if dilation == 1:
-        # Undilated: oneDNN's own weight-gradient kernel is as fast as the convolution trick.
-        return torch.ops.aten.convolution_backward(
-            grad_out, x, torch.empty(channels, 1, kernel_size, kernel_size, dtype=x.dtype, device=x.device), None,
-            [1, 1], [padding, padding], [1, 1], False, [0, 0], channels, [False, True, False])[1]
     padded = F.pad(x, (padding,) * 4)
     images_as_channels = padded.transpose(0, 1).reshape(1, channels * n, height + 2 * padding, width + 2 * padding)
     kernels = grad_out.transpose(0, 1).reshape(channels * n, 1, height, width)
@@ -106,7 +100,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
     kernel_size = weight.shape[-1]
     if stride > 1 and stride == dilation and padding % stride == 0:
         x, padding, dilation, stride = x[:, :, ::stride, ::stride], padding // stride, 1, 1
-    if stride == 1 and 2 * padding == dilation * (kernel_size - 1):
+    # Undilated, oneDNN's own backward is as fast (measured on the search and final networks).
+    if stride == 1 and dilation > 1 and 2 * padding == dilation * (kernel_size - 1):
         # The view lets the backward ask the engine whether the weight's gradient is wanted.
         return _SameDepthwiseConv.apply(x, weight.view_as(weight), padding, dilation)
     return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=weight.shape[0])

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from darts.kernels import DepthwiseConv2d
 from darts.errors import DartsError, choices_message
+from darts.kernels import DepthwiseConv2d
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 OPS: dict[str, OpFactory] = {}
@@ -84,18 +84,18 @@ class DilConv(ReLUFirst):
 class SepConv(nn.Sequential):
     """Two DilConv blocks with dilation 1; only the first carries the stride."""
 
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
+        )
+
     @property
     def activation(self) -> nn.Module:
         return self[0].activation
 
     def forward_activated(self, x):
         return self[1](self[0].forward_activated(x))
-
-    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
-        super().__init__(
-            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
-            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
-        )
 
 
 class Identity(nn.Module):

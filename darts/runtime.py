@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from darts.kernels import DEPTHWISE_GRADS, use_conv_grads
 from darts.distributed import Distributed
 from darts.errors import DartsError
+from darts.kernels import DEPTHWISE_GRADS, use_conv_grads
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 COMPILE_MODES = ("auto", "on", "off")
@@ -29,7 +29,7 @@ class Runtime:
     selective_grads: bool = True           # each backward asks only for the gradients its step uses
     checkpoint_cells: bool = False
     depthwise_conv_grads: bool = False     # depthwise-conv gradients by forward convolutions (darts.kernels)
-    fused_mixed_ops: bool = True           # one shared ReLU and an in-place weighted sum per mixed op
+    fused_mixed_ops: bool = True           # one shared ReLU and an in-place weighted sum per mixed op (eager)
     dist: Distributed = field(default_factory=Distributed)   # the ranks that average gradients
 
     def __post_init__(self):
@@ -105,4 +105,5 @@ def build_runtime(fast_cfg, device: torch.device, deterministic: bool,
                    compile=use_compile, compile_mode=str(fast_cfg.compile_mode),
                    selective_grads=True, checkpoint_cells=bool(fast_cfg.checkpoint_cells),
                    depthwise_conv_grads=resolve_depthwise_grads(str(fast_cfg.get("depthwise_grads", "auto")), device),
+                   fused_mixed_ops=not use_compile,  # a compiled supernet leaves fusion to the compiler
                    dist=dist)

@@ -138,10 +138,11 @@ def test_runtime_prepare_switches_the_kernels(fast):
     assert len(convs) == 6 and all(conv.conv_grads == fast for conv in convs) and op.fused == fast
 
 
-def test_every_listed_conv_case_uses_the_custom_gradient_or_the_native_one():
-    # Guards the list above: the stride-1 and stride == dilation cases go through the custom function.
+def test_only_dilated_convs_take_the_custom_gradient():
+    # Guards the list above: stride-1 dilated convs take the custom gradient; stride-2 dilated ones
+    # become undilated convs of the subsampled input; undilated ones stay native.
     for kernel, dilation, stride in CONVS:
         x = torch.randn(1, 2, 8, 8, requires_grad=True)
         out = depthwise_conv2d(x, torch.randn(2, 1, kernel, kernel), stride, dilation * (kernel - 1) // 2, dilation)
         custom = type(out.grad_fn).__name__ == "_SameDepthwiseConvBackward"
-        assert custom == (stride == 1 or stride == dilation), (kernel, dilation, stride)
+        assert custom == (stride == 1 and dilation > 1), (kernel, dilation, stride)

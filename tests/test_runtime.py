@@ -35,7 +35,8 @@ def test_runtime_defaults_on_cpu_and_the_baseline():
     with pytest.raises(DartsError, match="valid choices: auto, conv, native"):
         build_runtime(fast_cfg(depthwise_grads="fft"), CPU, False)
     assert build_runtime(fast_cfg(amp="bf16"), CPU, False).amp_dtype == torch.bfloat16
-    assert build_runtime(fast_cfg(compile=True), CPU, False).compile
+    compiled = build_runtime(fast_cfg(compile=True), CPU, False)
+    assert compiled.compile and not compiled.fused_mixed_ops
     with pytest.raises(DartsError, match="valid choices: auto, bf16, fp16, off"):
         build_runtime(fast_cfg(amp="fp8"), CPU, False)
 
