@@ -161,8 +161,9 @@ class _WeightedSum(torch.autograd.Function):
         if _gradient_wanted(ctx, 0) and outputs:
             dots = [torch.dot(_flat(grad), _flat(out)) if _dense_like(grad, out) and _dense_like(out, grad)
                     else (grad * out).sum() for out in outputs]
-            grad_weights = weights.new_zeros(ctx.num_weights).index_put(
-                (torch.tensor(ctx.indices, device=weights.device),), torch.stack(dots).to(weights.dtype))
+            # Stacked with zeros for the ops that did not run: no index tensor to copy to the device.
+            by_index, zero = dict(zip(ctx.indices, dots)), grad.new_zeros(())
+            grad_weights = torch.stack([by_index.get(i, zero) for i in range(ctx.num_weights)]).to(weights.dtype)
         return grad_weights, None, *grad_outputs
 
 
