@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darts.runtime import Runtime, resolve_amp, resolve_depthwise_grads  # noqa: E402
+from darts.runtime import Runtime, build_runtime  # noqa: E402
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--checkpoint-cells", action="store_true")
     parser.add_argument("--depthwise-grads", default="auto", choices=("auto", "conv", "native"))
+    parser.add_argument("--cpu-malloc", default="auto", choices=("auto", "retain", "system"))
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
@@ -32,14 +34,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 
 def make_runtime(args, baseline: bool | None = None) -> Runtime:
-    device = torch.device(args.device)
-    if baseline if baseline is not None else args.baseline:
-        return Runtime(device, amp_dtype=None, channels_last=False, compile=False, selective_grads=False,
-                       checkpoint_cells=args.checkpoint_cells, fused_mixed_ops=False)
-    use_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    return Runtime(device, amp_dtype=resolve_amp(args.amp, device), channels_last=True, compile=use_compile,
-                   checkpoint_cells=args.checkpoint_cells, fused_mixed_ops=not use_compile,
-                   depthwise_conv_grads=resolve_depthwise_grads(args.depthwise_grads, device))
+    """The runtime a run with these options would get (``build_runtime``), or the eager baseline."""
+    baseline = args.baseline if baseline is None else baseline
+    fast = OmegaConf.create(dict(enabled=not baseline, channels_last=True, amp=args.amp, compile=args.compile,
+                                 compile_mode="default", checkpoint_cells=args.checkpoint_cells,
+                                 depthwise_grads=args.depthwise_grads, cpu_malloc=args.cpu_malloc))
+    return build_runtime(fast, torch.device(args.device), deterministic=False)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -1,21 +1,30 @@
 """Hand-written gradients for the supernet's hottest paths (the fast path's kernels).
 
 A search step on the CPU is bound by memory traffic and by oneDNN's slow
-depthwise backward kernels; two functions here cut both.
+depthwise backward kernels; the functions here cut both.
 
-**Depthwise convolution whose gradients are computed by forward convolutions.**
-oneDNN's CPU backward kernels for dilated depthwise convolutions (the ``dil_conv``
-ops) are 10-40x slower than its forward kernels: on the CIFAR-10 search supernet
-they were a third of a step. The same gradients are forward convolutions in
-disguise, for a stride-1 "same" convolution with weight ``w`` (C, 1, k, k):
+**Dilated depthwise convolution with gradients by fast kernels.** oneDNN's CPU
+backward kernels for dilated depthwise convolutions (the ``dil_conv`` ops) are
+several times slower than its forward kernels. For a stride-1 "same" convolution
+with weight ``w`` (C, 1, k, k) the same gradients come from faster kernels:
 
-- the input gradient is the output gradient convolved with the flipped kernel;
-- the weight gradient is the padded input convolved with the output gradient
-  used as a kernel, one group per (channel, image) pair, summed over images.
+- the input gradient is the output gradient convolved (forward) with the flipped kernel;
+- the weight gradient of a 3 x 3 kernel dilated by d is the undilated weight gradient
+  over the d*d polyphase images of input and output gradient (:func:`space_to_batch`),
+  which oneDNN computes quickly; for 5 x 5 kernels it is the padded input convolved
+  with the output gradient used as a kernel, one group per (channel, image) pair.
 
 A stride-s convolution dilated by s with padding divisible by s only ever reads
 every s-th row and column, so it is computed as an undilated stride-1
 convolution of the subsampled input (exact, also for odd sizes).
+
+**Gradients in the activations' memory layout.** Two ops hand their backward a
+gradient in another layout than the activations they feed: global average pooling
+(an NCHW gradient, so the whole last cell's backward ran in mixed layouts) and the
+cell's channel concatenation (each node's gradient a strided channel slice of the
+concatenation's). Every elementwise kernel that mixes layouts or reads a strided
+slice runs several times slower; :func:`concat_channels` and :func:`dense_grad`
+hand back dense gradients in the forward tensors' layout instead.
 
 **The mixed op's weighted sum** ``sum_k w[k] * out_k`` accumulated in place, with
 each alpha gradient a dot product: autograd's version writes a product per op in
@@ -51,7 +60,7 @@ def _gradient_wanted(ctx, index: int, node: int | None = None) -> bool:
 
 
 class _SameDepthwiseConv(torch.autograd.Function):
-    """Stride-1 depthwise convolution with symmetric "same" padding.
+    """Stride-1 dilated depthwise convolution with symmetric "same" padding.
 
     ``x`` (N, C, H, W), ``weight`` (C, 1, k, k) -> (N, C, H, W).
     """
@@ -66,20 +75,37 @@ class _SameDepthwiseConv(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         padding, dilation = ctx.padding, ctx.dilation
-        channels = weight.shape[0]
         # Under autocast the output (and so its gradient) may be half precision.
         grad_input = grad_weight = None
         if _gradient_wanted(ctx, 0):
             grad_input = F.conv2d(grad_out, weight.flip(-1, -2).to(grad_out.dtype), padding=padding,
-                                  dilation=dilation, groups=channels).to(x.dtype)
+                                  dilation=dilation, groups=weight.shape[0]).to(x.dtype)
         if _gradient_wanted(ctx, 1):
-            grad_weight = depthwise_weight_grad(x.to(grad_out.dtype), grad_out, weight.shape[-1], padding,
+            grad_weight = depthwise_weight_grad(x.to(grad_out.dtype), grad_out, weight.to(grad_out.dtype), padding,
                                                 dilation).to(weight.dtype)
         return grad_input, grad_weight, None, None
 
 
-def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int, padding: int,
+def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, padding: int,
                           dilation: int) -> torch.Tensor:
+    """Weight gradient of a stride-1 "same" dilated depthwise convolution.
+
+    ``x`` (N, C, H, W) input, ``grad_out`` (N, C, H, W) output gradient, ``weight`` (C, 1, k, k) -> (C, 1, k, k).
+    A 3 x 3 kernel dilated by d on sizes divisible by d is an undilated one summed over the d*d
+    polyphase images (:func:`space_to_batch`), whose gradient oneDNN has a fast kernel for; the
+    others (5 x 5, odd sizes) go through :func:`weight_grad_as_grouped_conv`, faster there than
+    oneDNN's dilated kernel.
+    """
+    height, width = x.shape[-2:]
+    if weight.shape[-1] == 3 and height % dilation == 0 and width % dilation == 0:
+        x, grad_out = space_to_batch(x, dilation), space_to_batch(grad_out, dilation)
+        return torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [padding // dilation] * 2,
+                                                   [1, 1], False, [0, 0], weight.shape[0], [False, True, False])[1]
+    return weight_grad_as_grouped_conv(x, grad_out, weight.shape[-1], padding, dilation)
+
+
+def weight_grad_as_grouped_conv(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int, padding: int,
+                                dilation: int) -> torch.Tensor:
     """Weight gradient of a stride-1 depthwise convolution.
 
     ``x`` (N, C, H, W) input, ``grad_out`` (N, C, H, W) output gradient -> (C, 1, k, k).
@@ -92,6 +118,31 @@ def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: 
     kernels = grad_out.transpose(0, 1).reshape(channels * n, 1, height, width)
     per_image = F.conv2d(images_as_channels, kernels, stride=dilation, groups=channels * n)
     return per_image.view(channels, n, kernel_size, kernel_size).sum(1, keepdim=True)
+
+
+
+
+def space_to_batch(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(N, C, H, W) -> (factor**2 * N, C, H/factor, W/factor): the polyphase images
+    ``x[:, :, p::factor, q::factor]``, phase-major, in ``x``'s layout (one copy)."""
+    n, c, h, w = x.shape
+    if _layout(x) == torch.channels_last:
+        phases = x.permute(0, 2, 3, 1).reshape(n, h // factor, factor, w // factor, factor, c)
+        phases = phases.permute(2, 4, 0, 1, 3, 5).reshape(factor * factor * n, h // factor, w // factor, c)
+        return phases.permute(0, 3, 1, 2)
+    phases = x.reshape(n, c, h // factor, factor, w // factor, factor).permute(3, 5, 0, 1, 2, 4)
+    return phases.reshape(factor * factor * n, c, h // factor, w // factor)
+
+
+def batch_to_space(y: torch.Tensor, factor: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_batch`: (factor**2 * N, C, h, w) -> (N, C, factor * h, factor * w)."""
+    batch, c, h, w = y.shape
+    n = batch // (factor * factor)
+    if _layout(y) == torch.channels_last:
+        image = y.permute(0, 2, 3, 1).reshape(factor, factor, n, h, w, c).permute(2, 3, 0, 4, 1, 5)
+        return image.reshape(n, factor * h, factor * w, c).permute(0, 3, 1, 2)
+    image = y.reshape(factor, factor, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
+    return image.reshape(n, c, factor * h, factor * w)
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
@@ -125,10 +176,45 @@ class DepthwiseConv2d(nn.Conv2d):
         return depthwise_conv2d(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
 
 
-def use_conv_grads(model: nn.Module, enabled: bool) -> None:
-    for module in model.modules():
-        if isinstance(module, DepthwiseConv2d):
-            module.conv_grads = enabled
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _DenseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.layout = _layout(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=ctx.layout)
+
+
+def dense_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged; its gradient comes back dense in ``x``'s memory layout (a no-op if it is)."""
+    return _DenseGrad.apply(x)
+
+
+class _ConcatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *tensors):
+        ctx.splits = [t.shape[1] for t in tensors]
+        ctx.layouts = [_layout(t) for t in tensors]
+        return torch.cat(tensors, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(part.contiguous(memory_format=layout)
+                     for part, layout in zip(grad.split(ctx.splits, dim=1), ctx.layouts))
+
+
+def concat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` whose backward gives each input a dense gradient in its own
+    layout rather than a strided slice. tensors: (N, C_i, H, W) -> (N, sum C_i, H, W)."""
+    return _ConcatChannels.apply(*tensors)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

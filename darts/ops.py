@@ -120,8 +120,10 @@ class FactorizedReduce(nn.Module):
     """Halve the resolution with two 1x1 stride-2 convs, one shifted by a pixel.
 
     On even sizes the shifted half reads x[1::2, 1::2], as published; on odd ones
-    (e.g. 7 x 7) the bottom/right edge is zero-padded first so that both halves
-    have the same size. (Padding even sizes too would copy the whole input.)
+    (e.g. 7 x 7) its bottom/right edge is zero-padded so that both halves have the
+    same size. Both convs run as one two-group 1x1 conv of the subsampled halves,
+    which writes their outputs already concatenated (same numbers as two strided
+    convs and a cat, with a quarter of the input copied instead of all of it).
     """
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
@@ -141,11 +143,13 @@ class FactorizedReduce(nn.Module):
         return self.forward_activated(self.relu(x))
 
     def forward_activated(self, x):
-        if x.shape[-1] % 2 or x.shape[-2] % 2:
-            x_shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        else:
-            x_shifted = x[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x_shifted)], dim=1))
+        """x: (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))."""
+        height, width = x.shape[-2:]
+        even = x[:, :, ::2, ::2]
+        odd = F.pad(x[:, :, 1::2, 1::2], (0, width % 2, 0, height % 2))
+        halves = torch.cat([even, odd], dim=1)
+        weight = torch.cat([self.conv_1.weight, self.conv_2.weight], dim=0)
+        return self.bn(F.conv2d(halves, weight, groups=2))
 
 
 register_op("none")(lambda C, stride, affine: Zero(stride))

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.genotypes import PRIMITIVES, Genotype, derive_genotype
-from darts.kernels import weighted_sum
+from darts.kernels import concat_channels, dense_grad, weighted_sum
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, check_ops, is_pool
 
 
@@ -147,7 +147,7 @@ class SearchCell(nn.Module):
                 raise ValueError(f"node {step} of a cell has every incoming edge switched off")
             offset += len(states)
             states.append(node)
-        return torch.cat(states[-self.multiplier:], dim=1)
+        return concat_channels(states[-self.multiplier:])
 
 
 def num_edges(steps: int) -> int:
@@ -266,7 +266,7 @@ class SuperNet(ArchParameterSplit, nn.Module):
                 s0, s1 = s1, checkpoint(cell, s0, s1, cell_weights, use_reentrant=False)
             else:
                 s0, s1 = s1, cell(s0, s1, cell_weights)
-        return self.classifier(self.global_pooling(s1).flatten(1))
+        return self.classifier(self.global_pooling(dense_grad(s1)).flatten(1))
 
     # -- architecture ------------------------------------------------------------
     def softmax_weights(self) -> dict[str, torch.Tensor]:

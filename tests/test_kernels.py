@@ -146,3 +146,45 @@ def test_only_dilated_convs_take_the_custom_gradient():
         out = depthwise_conv2d(x, torch.randn(2, 1, kernel, kernel), stride, dilation * (kernel - 1) // 2, dilation)
         custom = type(out.grad_fn).__name__ == "_SameDepthwiseConvBackward"
         assert custom == (stride == 1 and dilation > 1), (kernel, dilation, stride)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_space_to_batch_stacks_the_polyphase_images_and_inverts(channels_last):
+    x = torch.randn(2, 3, 8, 6)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    phases = kernels.space_to_batch(x, 2)
+    assert phases.shape == (8, 3, 4, 3)
+    assert phases.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for index, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        torch.testing.assert_close(phases[2 * index:2 * index + 2], x[:, :, row::2, col::2], rtol=0, atol=0)
+    torch.testing.assert_close(kernels.batch_to_space(phases, 2), x, rtol=0, atol=0)
+
+
+def _raw_gradients(output_fn, inputs):
+    """The gradients autograd hands the inputs, before any accumulation reshapes them."""
+    views = [t.detach().clone(memory_format=torch.preserve_format).requires_grad_() for t in inputs]
+    return torch.autograd.grad(output_fn(views), views)
+
+
+def test_concat_channels_returns_dense_gradients_in_each_inputs_layout():
+    parts = [torch.randn(2, c, 4, 4).to(memory_format=torch.channels_last) for c in (3, 5)]
+    upstream = torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)
+    loss = lambda cat: lambda ts: (cat(ts) * upstream).sum()
+    plain = _raw_gradients(loss(lambda ts: torch.cat(ts, dim=1)), parts)
+    dense = _raw_gradients(loss(kernels.concat_channels), parts)
+    torch.testing.assert_close(kernels.concat_channels(parts), torch.cat(parts, dim=1), rtol=0, atol=0)
+    assert not any(g.is_contiguous(memory_format=torch.channels_last) for g in plain)  # strided slices
+    for got, expected in zip(dense, plain):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_dense_grad_gives_global_pooling_a_channels_last_gradient():
+    x = torch.randn(2, 4, 3, 3).to(memory_format=torch.channels_last)
+    pooled = lambda wrap: lambda ts: F.adaptive_avg_pool2d(wrap(ts[0]), 1).square().sum()
+    (plain,) = _raw_gradients(pooled(lambda t: t), [x])
+    (dense,) = _raw_gradients(pooled(kernels.dense_grad), [x])
+    assert not plain.is_contiguous(memory_format=torch.channels_last)
+    assert dense.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(dense, plain, rtol=0, atol=0)

@@ -1,5 +1,9 @@
 """The fast path: same algorithm as the eager float32 baseline, and CPU checks of the GPU code paths."""
 import copy
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,6 +43,42 @@ def test_runtime_defaults_on_cpu_and_the_baseline():
     assert compiled.compile and not compiled.fused_mixed_ops
     with pytest.raises(DartsError, match="valid choices: auto, bf16, fp16, off"):
         build_runtime(fast_cfg(amp="fp8"), CPU, False)
+
+
+def test_cpu_malloc_mode_is_resolved_per_device():
+    assert build_runtime(fast_cfg(), CPU, False).retain_cpu_memory == (platform.libc_ver()[0] == "glibc")
+    assert not build_runtime(fast_cfg(cpu_malloc="system"), CPU, False).retain_cpu_memory
+    assert not build_runtime(fast_cfg(enabled=False), CPU, False).retain_cpu_memory
+    assert not build_runtime(fast_cfg(), torch.device("cuda"), False).retain_cpu_memory
+    with pytest.raises(DartsError, match="valid choices: auto, retain, system"):
+        build_runtime(fast_cfg(cpu_malloc="jemalloc"), CPU, False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+MMAPPED_BYTES = """
+import ctypes, torch
+from darts.runtime import retain_freed_memory
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if {retain}:
+    assert retain_freed_memory()
+before = libc.mallinfo2().hblkhd
+tensor = torch.empty(4 * 2**20)  # 16 MiB
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_retained_memory_serves_large_tensors_from_the_heap():
+    # Each in a fresh interpreter: mallopt is process-wide.
+    mapped = {retain: int(subprocess.run([sys.executable, "-c", MMAPPED_BYTES.format(retain=retain)], check=True,
+                                         capture_output=True, text=True, cwd=REPO).stdout)
+              for retain in (False, True)}
+    assert mapped[False] >= 16 * 2**20  # glibc's default: a fresh mapping per large tensor
+    assert mapped[True] == 0
 
 
 def strategy_with(runtime, order=1, model=None):
