@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
 from darts.genotypes import Genotype, genotype_from_dict
+from darts.kernels import concat_channels, dense_grad
 from darts.nb201 import NB201Network
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, is_identity
 
@@ -130,7 +131,7 @@ class Cell(nn.Module):
                     h = drop_path(h, drop_prob, generator)
                 node_sum = h if node_sum is None else node_sum + h
             states.append(node_sum)
-        return torch.cat([states[index] for index in self.concat], dim=1)
+        return concat_channels([states[index] for index in self.concat])
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +294,7 @@ class _FinalNetwork(nn.Module, abc.ABC):
                 s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if index == self.auxiliary_layer and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
-        logits = self.classifier(torch.flatten(self.global_pooling(s1), 1))
+        logits = self.classifier(torch.flatten(self.global_pooling(dense_grad(s1)), 1))
         if self.training:
             return logits, logits_aux
         return logits
