@@ -110,16 +110,14 @@ def weight_grad_as_grouped_conv(x: torch.Tensor, grad_out: torch.Tensor, kernel_
 
     ``x`` (N, C, H, W) input, ``grad_out`` (N, C, H, W) output gradient -> (C, 1, k, k).
     Tap (i, j) of channel c is sum over n, h, w of x_pad[n, c, h + d*i, w + d*j] * grad_out[n, c, h, w]:
-    a convolution of the padded input with ``grad_out`` as the kernel, taken with stride d.
+    a convolution of the zero-padded input with ``grad_out`` as the kernel, taken with stride d
+    (the convolution pads: a padded copy would cost a zero fill and a copy of the input).
     """
     n, channels, height, width = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    images_as_channels = padded.transpose(0, 1).reshape(1, channels * n, height + 2 * padding, width + 2 * padding)
+    images_as_channels = x.transpose(0, 1).reshape(1, channels * n, height, width)
     kernels = grad_out.transpose(0, 1).reshape(channels * n, 1, height, width)
-    per_image = F.conv2d(images_as_channels, kernels, stride=dilation, groups=channels * n)
+    per_image = F.conv2d(images_as_channels, kernels, stride=dilation, padding=padding, groups=channels * n)
     return per_image.view(channels, n, kernel_size, kernel_size).sum(1, keepdim=True)
-
-
 
 
 def space_to_batch(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -158,6 +156,34 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
     return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=weight.shape[0])
 
 
+class _Halves(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape, ctx.layout = x.shape, _layout(x)
+        return (x[:, :, ::2, ::2].contiguous(memory_format=ctx.layout),
+                x[:, :, 1::2, 1::2].contiguous(memory_format=ctx.layout))
+
+    @staticmethod
+    def backward(ctx, grad_even, grad_odd):
+        reference = grad_even if grad_even is not None else grad_odd
+        grad = reference.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        if grad_even is not None:
+            grad[:, :, ::2, ::2] = grad_even
+        if grad_odd is not None:
+            grad[:, :, 1::2, 1::2] = grad_odd
+        return grad
+
+
+def subsampled_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x[:, :, ::2, ::2]`` and ``x[:, :, 1::2, 1::2]``, dense in ``x``'s layout, for every stride-2
+    op of a mixed op to share: the backward scatters both gradients into one zero tensor, where
+    each op slicing for itself costs a full-size zero fill, a copy and an accumulation apiece.
+    x: (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)), (N, C, floor(H/2), floor(W/2))."""
+    if torch.compiler.is_compiling():  # the compiler plans its own copies
+        return x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+    return _Halves.apply(x)
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with ``groups == channels`` that can use :func:`depthwise_conv2d`.
 
@@ -174,6 +200,15 @@ class DepthwiseConv2d(nn.Conv2d):
         if not self.conv_grads:
             return super().forward(x)
         return depthwise_conv2d(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
+
+    @property
+    def reads_even_pixels(self) -> bool:
+        """Whether it reads only ``x[:, :, ::2, ::2]`` (stride 2 = dilation 2, even padding)."""
+        return self.stride[0] == self.dilation[0] == 2 and self.padding[0] % 2 == 0
+
+    def forward_even(self, even: torch.Tensor) -> torch.Tensor:
+        """The same output from ``x[:, :, ::2, ::2]`` (requires ``reads_even_pixels``)."""
+        return F.conv2d(even, self.weight, padding=self.padding[0] // 2, groups=self.groups)
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:
@@ -195,6 +230,8 @@ class _DenseGrad(torch.autograd.Function):
 
 def dense_grad(x: torch.Tensor) -> torch.Tensor:
     """``x`` unchanged; its gradient comes back dense in ``x``'s memory layout (a no-op if it is)."""
+    if torch.compiler.is_compiling():  # the compiler chooses the layouts of gradients itself
+        return x
     return _DenseGrad.apply(x)
 
 
@@ -214,6 +251,8 @@ class _ConcatChannels(torch.autograd.Function):
 def concat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(tensors, dim=1)`` whose backward gives each input a dense gradient in its own
     layout rather than a strided slice. tensors: (N, C_i, H, W) -> (N, sum C_i, H, W)."""
+    if torch.compiler.is_compiling():
+        return torch.cat(tensors, dim=1)
     return _ConcatChannels.apply(*tensors)
 
 

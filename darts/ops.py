@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from darts.errors import DartsError, choices_message
-from darts.kernels import DepthwiseConv2d
+from darts.kernels import DepthwiseConv2d, subsampled_halves
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 OPS: dict[str, OpFactory] = {}
@@ -80,6 +80,14 @@ class DilConv(ReLUFirst):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    @property
+    def takes_halves(self) -> bool:
+        return self[1].reads_even_pixels
+
+    def forward_halves(self, even, odd):
+        """forward_activated(x) from ``x``'s subsampled halves (see ``MixedOp``; requires ``takes_halves``)."""
+        return self[3](self[2](self[1].forward_even(even)))
+
 
 class SepConv(nn.Sequential):
     """Two DilConv blocks with dilation 1; only the first carries the stride."""
@@ -144,9 +152,13 @@ class FactorizedReduce(nn.Module):
 
     def forward_activated(self, x):
         """x: (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))."""
-        height, width = x.shape[-2:]
-        even = x[:, :, ::2, ::2]
-        odd = F.pad(x[:, :, 1::2, 1::2], (0, width % 2, 0, height % 2))
+        return self.forward_halves(*subsampled_halves(x))
+
+    takes_halves = True
+
+    def forward_halves(self, even, odd):
+        """forward_activated(x) from ``x[:, :, ::2, ::2]`` and ``x[:, :, 1::2, 1::2]``."""
+        odd = F.pad(odd, (0, even.shape[-1] - odd.shape[-1], 0, even.shape[-2] - odd.shape[-2]))
         halves = torch.cat([even, odd], dim=1)
         weight = torch.cat([self.conv_1.weight, self.conv_2.weight], dim=0)
         return self.bn(F.conv2d(halves, weight, groups=2))

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.genotypes import PRIMITIVES, Genotype, derive_genotype
-from darts.kernels import concat_channels, dense_grad, weighted_sum
+from darts.kernels import concat_channels, dense_grad, subsampled_halves, weighted_sum
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, check_ops, is_pool
 
 
@@ -71,6 +71,8 @@ class MixedOp(nn.Module):
         self.live = [k for k, name in enumerate(self.primitives) if name != "none"]
         # Ops that start with a ReLU; the fused forward runs the first one's ReLU for all of them.
         self.relu_first = [k for k in self.live if hasattr(self.ops[k], "forward_activated")]
+        # Of those, the stride-2 ones that read only the activation's subsampled halves, computed once.
+        self.from_halves = [k for k in self.relu_first if getattr(self.ops[k], "takes_halves", False)]
         self.fused = False
 
     def output_shape_zero(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,8 +102,15 @@ class MixedOp(nn.Module):
             outputs = [self.ops[k](x) for k in self.live]
         else:
             activated = self.ops[self.relu_first[0]].activation(x)
-            outputs = [self.ops[k].forward_activated(activated) if k in self.relu_first else self.ops[k](x)
-                       for k in self.live]
+            halves = subsampled_halves(activated) if len(self.from_halves) > 1 else None
+            outputs = []
+            for k in self.live:
+                if halves is not None and k in self.from_halves:
+                    outputs.append(self.ops[k].forward_halves(*halves))
+                elif k in self.relu_first:
+                    outputs.append(self.ops[k].forward_activated(activated))
+                else:
+                    outputs.append(self.ops[k](x))
         return weighted_sum(weights, tuple(self.live), outputs)
 
 
