@@ -83,8 +83,8 @@ def retain_freed_memory() -> bool:
     allocates and frees gigabytes of activations, so every step faulted (and zeroed) their pages
     again, and every large tensor started at the same offset within its page, which makes the
     streams of an elementwise kernel collide in the cache. Kept on the heap, freed activations
-    are reused by the next pass; the peak footprint is unchanged (measured on the CPU search step:
-    8 % faster). Process-wide and idempotent. Returns False where the C library is not glibc.
+    are reused by the next pass; the peak footprint is unchanged (the CPU search step, first
+    order at batch 32: 1.90 s with glibc's default, 1.83 s with this). Process-wide and idempotent. Returns False where the C library is not glibc.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -88,9 +88,10 @@ def mixed_op_pair(stride):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_fused_mixed_op_equals_the_published_one(stride):
+@pytest.mark.parametrize("size", [8, 7])
+def test_fused_mixed_op_equals_the_published_one(stride, size):
     plain, fused = mixed_op_pair(stride)
-    x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    x = torch.randn(3, 4, size, size, dtype=torch.float64)
     alphas = torch.randn(len(PRIMITIVES), dtype=torch.float64)
     results = []
     for op in (plain, fused):
@@ -188,3 +189,26 @@ def test_dense_grad_gives_global_pooling_a_channels_last_gradient():
     assert not plain.is_contiguous(memory_format=torch.channels_last)
     assert dense.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(dense, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_subsampled_halves_equal_slicing_with_gradients_and_double_backward(size):
+    x = torch.randn(2, 3, size, size, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    even, odd = kernels.subsampled_halves(x)
+    torch.testing.assert_close(even, x[:, :, ::2, ::2], rtol=0, atol=0)
+    torch.testing.assert_close(odd, x[:, :, 1::2, 1::2], rtol=0, atol=0)
+    assert even.is_contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(lambda t: kernels.subsampled_halves(t), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: kernels.subsampled_halves(t), (x,))
+    (only_even,) = torch.autograd.grad(kernels.subsampled_halves(x)[0].sum(), [x])  # odd half unused
+    torch.testing.assert_close(only_even, torch.autograd.grad(x[:, :, ::2, ::2].sum(), [x])[0])
+
+
+def test_stride_two_mixed_op_subsamples_its_activation_once(monkeypatch):
+    plain, fused = mixed_op_pair(2)
+    assert [fused.primitives[k] for k in fused.from_halves] == ["skip_connect", "dil_conv_3x3", "dil_conv_5x5"]
+    calls = []
+    original = kernels._Halves.apply
+    monkeypatch.setattr(kernels._Halves, "apply", lambda x: calls.append(x.shape) or original(x))
+    fused(torch.randn(3, 4, 8, 8, dtype=torch.float64), torch.softmax(torch.randn(len(PRIMITIVES)), 0).double())
+    assert calls == [(3, 4, 8, 8)]
