@@ -166,7 +166,8 @@ class _Halves(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_even, grad_odd):
         reference = grad_even if grad_even is not None else grad_odd
-        grad = reference.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        grad = torch.empty(ctx.shape, dtype=reference.dtype, device=reference.device,
+                           memory_format=ctx.layout).zero_()
         if grad_even is not None:
             grad[:, :, ::2, ::2] = grad_even
         if grad_odd is not None:
