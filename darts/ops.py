@@ -134,6 +134,8 @@ class FactorizedReduce(nn.Module):
     convs and a cat, with a quarter of the input copied instead of all of it).
     """
 
+    takes_halves = True  # a stride-2 mixed op may hand it the halves it shares (see MixedOp)
+
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
         super().__init__()
         if C_out % 2:
@@ -153,8 +155,6 @@ class FactorizedReduce(nn.Module):
     def forward_activated(self, x):
         """x: (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))."""
         return self.forward_halves(*subsampled_halves(x))
-
-    takes_halves = True
 
     def forward_halves(self, even, odd):
         """forward_activated(x) from ``x[:, :, ::2, ::2]`` and ``x[:, :, 1::2, 1::2]``."""
