@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from common import peak_memory_mb, report, time_steps
-from search_step import PAPER_STEPS
+from search_step import OPTIM, PAPER_STEPS
 
 
 def import_original(folder: Path):
@@ -68,8 +68,10 @@ def main(argv=None) -> dict:
     # Its architect uses the Tensor.add_(Number, Tensor) overloads that torch 2.x still runs, with a warning.
     warnings.filterwarnings("ignore", message="This overload of")
 
-    hyper = argparse.Namespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
-    lr, grad_clip = 0.025, 5.0
+    # search_step.py's optimiser settings, named as the original's train_search.py flags.
+    hyper = argparse.Namespace(momentum=OPTIM.weights.momentum, weight_decay=OPTIM.weights.weight_decay,
+                               arch_learning_rate=OPTIM.alphas.lr, arch_weight_decay=OPTIM.alphas.weight_decay)
+    lr, grad_clip = OPTIM.weights.lr, OPTIM.weights.grad_clip
     torch.manual_seed(0)
     criterion = nn.CrossEntropyLoss()
     model = Network(args.C, 10, args.layers, criterion).to(device)

@@ -40,6 +40,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
+from darts.kernels import dense_grad
 from darts.ops import ReLUConvBN, build_op, check_ops
 from darts.supernet import ArchParameterSplit, EdgeWeights, MixedOp, softmax_weighting
 
@@ -323,7 +324,7 @@ class NB201SuperNet(ArchParameterSplit, nn.Module):
                 h = checkpoint(cell, h, cell_weights, use_reentrant=False)
             else:
                 h = cell(h, cell_weights)
-        return self.classifier(self.global_pooling(self.lastact(h)).flatten(1))
+        return self.classifier(self.global_pooling(dense_grad(self.lastact(h))).flatten(1))
 
     # -- architecture --------------------------------------------------------------------------
     def softmax_weights(self) -> dict[str, torch.Tensor]:
@@ -436,7 +437,7 @@ class NB201Network(nn.Module):
         recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
             h = checkpoint(cell, h, use_reentrant=False) if recompute else cell(h)
-        logits = self.classifier(self.global_pooling(self.lastact(h)).flatten(1))
+        logits = self.classifier(self.global_pooling(dense_grad(self.lastact(h))).flatten(1))
         if self.training:
             return logits, None
         return logits
