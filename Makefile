@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+# Graphviz's dot draws the cell pictures: any dot on PATH will do, else apt installs /usr/bin/dot.
+DOT := $(or $(shell command -v dot),/usr/bin/dot)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-slow bench clean
@@ -18,7 +20,11 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
-setup: $(VENV)/.installed $(FASHION_MNIST)
+$(DOT):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq graphviz
+
+setup: $(VENV)/.installed $(FASHION_MNIST) $(DOT)
 
 demo: setup
 	OMP_NUM_THREADS=$$(nproc) $(PY) train_search.py experiment=fashion_mnist_cpu hydra.run.dir=$(DEMO_DIR)/search

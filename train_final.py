@@ -10,8 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from darts.errors import exit_on_user_error
-from darts.train import run_final
+from darts.cli import exit_on_user_error
+from darts.runs import run_final
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="final")

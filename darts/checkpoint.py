@@ -1,10 +1,12 @@
 """Atomic checkpoints, RNG capture and readable failures."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,22 +19,42 @@ from darts.errors import DartsError
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+def save_atomic(obj: Any, path: str | os.PathLike, what: str | None = None,
+                umask_permissions: bool = False) -> None:
     """Write ``obj`` with torch.save to a temp file beside ``path``, then rename it over ``path``.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    A crash mid-write leaves the previous file intact and removes the temp file.
+
+    ``what`` names the file for the user ("model export"): an OSError (an unwritable directory, a
+    full disk) then becomes a DartsError naming it and ``path``; without it the OSError propagates.
+    ``umask_permissions``: the file gets a plain open's permissions (the umask's), for files other
+    people read; otherwise it stays owner-only (0600), as tempfile.mkstemp creates it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if umask_permissions:
+            # An exclusive open of a unique name, not mkstemp, so the kernel applies the umask.
+            # ``temporary`` is set once the file is ours: a failed open must not delete another's.
+            candidate = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            handle = open(candidate, "xb")
+            temporary = candidate
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            temporary = Path(name)
+            handle = os.fdopen(fd, "wb")
+        with handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        os.replace(temporary, path)
+    except BaseException as err:
+        if temporary is not None:
+            with contextlib.suppress(OSError):   # the original error is the one to report
+                temporary.unlink(missing_ok=True)
+        if what is not None and isinstance(err, OSError):
+            raise DartsError(f"cannot write {what} {path}: {err.strerror or err}") from None
         raise
 
 

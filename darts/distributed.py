@@ -114,10 +114,14 @@ class Distributed:
 
     def broadcast_parameters(self, module: nn.Module) -> None:
         """Start every rank from rank 0's parameters and buffers."""
+        self.broadcast_tensors(list(module.parameters()) + list(module.buffers()))
+
+    def broadcast_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` on every rank with rank 0's, in place."""
         if not self.enabled:
             return
         with torch.no_grad():
-            for tensor in list(module.parameters()) + list(module.buffers()):
+            for tensor in tensors:
                 dist.broadcast(tensor.data, src=0)
 
     def max_divergence(self, tensors: list[torch.Tensor]) -> float:

@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from darts.fastpath import FastPathOptions
+
 DEPTHWISE_GRADS = ("auto", "conv", "native")
 
 
@@ -188,14 +190,17 @@ def subsampled_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with ``groups == channels`` that can use :func:`depthwise_conv2d`.
 
-    ``conv_grads`` is switched on by :meth:`darts.runtime.Runtime.prepare` where it is faster; off,
-    it is a plain ``nn.Conv2d`` (the eager baseline). The parameters are a plain conv's.
+    ``conv_grads`` comes from the fast-path options (``configure_fast_path``) where it is faster;
+    off, it is a plain ``nn.Conv2d`` (the eager baseline). The parameters are a plain conv's.
     """
 
     def __init__(self, channels: int, kernel_size: int, stride: int, padding: int, dilation: int = 1):
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=channels, bias=False)
         self.conv_grads = False
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.conv_grads = options.depthwise_conv_grads
 
     def forward(self, x):
         if not self.conv_grads:

@@ -1,9 +1,14 @@
 """Candidate operations and their registry.
 
-Every operation is built as ``OPS[name](C, stride, affine)`` and maps
-``(N, C, H, W)`` to ``(N, C, H/stride, W/stride)``. The supernet builds them
-with ``affine=False`` (and puts a BN after each pool), the final network with
-``affine=True``. New spaces register their operations with :func:`register_op`.
+The op contract: ``OPS.get(name)(C, stride, affine)`` builds an ``nn.Module`` that maps
+``(N, C, H, W)`` to ``(N, C, ceil(H/stride), ceil(W/stride))``. The supernet builds ops with
+``affine=False`` (and puts a BN after each pool), the final network with ``affine=True``. A new op is
+one ``@OPS.register("name")`` factory in any module that the space imports.
+
+An op that starts with an activation may expose it for the fast path: an ``activation`` module and
+``forward_activated(activation(x)) == forward(x)``. A mixed op then computes that activation once for
+all its ops whose activations are the same (same type and settings: :func:`activation_signature`);
+ops with another activation keep their own.
 """
 from __future__ import annotations
 
@@ -13,42 +18,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from darts.errors import DartsError, choices_message
 from darts.kernels import DepthwiseConv2d, subsampled_halves
+from darts.registry import Registry
 
 OpFactory = Callable[[int, int, bool], nn.Module]
-OPS: dict[str, OpFactory] = {}
-
-
-def register_op(name: str):
-    """Register ``factory(C, stride, affine) -> nn.Module`` under ``name``."""
-
-    def decorator(factory: OpFactory) -> OpFactory:
-        if name in OPS:
-            raise ValueError(f"op {name!r} registered twice")
-        OPS[name] = factory
-        return factory
-
-    return decorator
+OPS: Registry[OpFactory] = Registry("op")
 
 
 def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
-    if name not in OPS:
-        raise DartsError(choices_message("op", name, OPS))
-    return OPS[name](C, stride, affine)
+    return OPS.get(name)(C, stride, affine)
 
 
 def check_ops(names, allowed=None) -> None:
     """Raise a readable error if any of ``names`` is not a registered (or allowed) op."""
-    valid = OPS if allowed is None else allowed
-    for name in names:
-        if name not in valid:
-            raise DartsError(choices_message("op", name, valid))
+    OPS.check(names, allowed)
 
 
-class ReLUFirst(nn.Sequential):
-    """A sequence that starts with a ReLU. ``forward_activated(activation(x)) == forward(x)``, so a
-    mixed op computes the ReLU of its input once for all such ops (see ``MixedOp``)."""
+def activation_signature(op: nn.Module) -> str | None:
+    """What identifies the activation an op starts with (``ReLU()``, ``GELU(approximate='none')``), or None
+    for an op that exposes none. Two ops may share one computed activation only if these are equal."""
+    activation = getattr(op, "activation", None)
+    if activation is None or not callable(getattr(op, "forward_activated", None)):
+        return None
+    # In-place or not computes the same values; everything else in the repr (type, settings) must match.
+    return repr(activation).replace("inplace=True", "").replace("inplace=False", "")
+
+
+class ActivationFirst(nn.Sequential):
+    """A sequence that starts with an activation. ``forward_activated(activation(x)) == forward(x)``, so a
+    mixed op computes that activation once for all ops that start with the same one (see ``MixedOp``)."""
 
     @property
     def activation(self) -> nn.Module:
@@ -60,7 +58,7 @@ class ReLUFirst(nn.Sequential):
         return x
 
 
-class ReLUConvBN(ReLUFirst):
+class ReLUConvBN(ActivationFirst):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
@@ -69,7 +67,7 @@ class ReLUConvBN(ReLUFirst):
         )
 
 
-class DilConv(ReLUFirst):
+class DilConv(ActivationFirst):
     """ReLU, depthwise k x k (dilated), pointwise 1 x 1, BN."""
 
     def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True):
@@ -164,20 +162,20 @@ class FactorizedReduce(nn.Module):
         return self.bn(F.conv2d(halves, weight, groups=2))
 
 
-register_op("none")(lambda C, stride, affine: Zero(stride))
-register_op("max_pool_3x3")(lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
-register_op("avg_pool_3x3")(
+OPS.register("none")(lambda C, stride, affine: Zero(stride))
+OPS.register("max_pool_3x3")(lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
+OPS.register("avg_pool_3x3")(
     lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
-register_op("skip_connect")(
+OPS.register("skip_connect")(
     lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine))
-register_op("sep_conv_3x3")(lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine))
-register_op("sep_conv_5x5")(lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine))
-register_op("dil_conv_3x3")(lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
-register_op("dil_conv_5x5")(lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
+OPS.register("sep_conv_3x3")(lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine))
+OPS.register("sep_conv_5x5")(lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine))
+OPS.register("dil_conv_3x3")(lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
+OPS.register("dil_conv_5x5")(lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
 
 # NAS-Bench-201 operations (ReLU-Conv-BN; pools as above).
-register_op("nor_conv_1x1")(lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
-register_op("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
+OPS.register("nor_conv_1x1")(lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
+OPS.register("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
 
 
 def is_pool(name: str) -> bool:

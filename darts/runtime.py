@@ -15,8 +15,8 @@ import torch.nn as nn
 
 from darts.distributed import Distributed
 from darts.errors import DartsError
-from darts.kernels import DEPTHWISE_GRADS, DepthwiseConv2d
-from darts.supernet import MixedOp
+from darts.fastpath import FastPathOptions, apply_fast_path
+from darts.kernels import DEPTHWISE_GRADS
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 COMPILE_MODES = ("auto", "on", "off")
@@ -36,7 +36,7 @@ class Runtime:
     selective_grads: bool = True           # each backward asks only for the gradients its step uses
     checkpoint_cells: bool = False
     depthwise_conv_grads: bool = False     # depthwise-conv gradients by forward convolutions (darts.kernels)
-    fused_mixed_ops: bool = True           # one shared ReLU and an in-place weighted sum per mixed op (eager)
+    fused_mixed_ops: bool = True           # one shared activation and an in-place weighted sum per mixed op (eager)
     retain_cpu_memory: bool = False        # glibc keeps freed tensor memory mapped (see retain_freed_memory)
     dist: Distributed = field(default_factory=Distributed)   # the ranks that average gradients
 
@@ -54,16 +54,16 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    @property
+    def fast_path(self) -> FastPathOptions:
+        return FastPathOptions(fused_mixed_ops=self.fused_mixed_ops, depthwise_conv_grads=self.depthwise_conv_grads,
+                               checkpoint_cells=self.checkpoint_cells)
+
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Move ``model`` to the device and layout; return the callable to run it with."""
+        """Move ``model`` to the device and layout, hand it the fast-path options
+        (:func:`darts.fastpath.apply_fast_path`); return the callable to run it with."""
         model.to(self.device, memory_format=self.memory_format)
-        if hasattr(model, "checkpoint_cells"):
-            model.checkpoint_cells = self.checkpoint_cells
-        for module in model.modules():
-            if isinstance(module, DepthwiseConv2d):
-                module.conv_grads = self.depthwise_conv_grads
-            elif isinstance(module, MixedOp):
-                module.fused = self.fused_mixed_ops
+        apply_fast_path(model, self.fast_path)
         if self.compile:
             return torch.compile(model, mode=self.compile_mode)
         return model

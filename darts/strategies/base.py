@@ -1,51 +1,40 @@
-"""The search-strategy interface.
+"""The search-strategy contract.
 
-A strategy decides how the supernet is built and what one search step does
-(which parameters move, on which batches). The search engine only calls the
-methods below, so a new strategy is one module plus one config file.
-A strategy that trains no supernet (plain random sampling) subclasses
-``Strategy`` instead and names its own run class.
+A strategy is one class registered with ``@STRATEGIES.register(name)`` plus one file in
+``conf/strategy/`` whose ``name`` selects it; its other keys are the constructor's keyword arguments.
+It declares what a search with it trains (``trains``), and the run engine plugs in the matching task:
+
+* ``trains = "supernet"`` (:class:`SupernetStrategy`): the strategy owns the architecture
+  parameters (an :class:`~darts.strategies.arch.ArchParameters`), turns them into the per-edge
+  weights the supernet is called with (``supernet(x, arch_weights)``), and takes one search step at
+  a time. The engine calls, in order: ``build_supernet`` -> ``setup`` -> per epoch ``start_epoch``,
+  ``step`` per weight batch, ``end_epoch`` -> ``genotype``. ``checkpointables`` names every object
+  whose ``state_dict`` a checkpoint must hold (the supernet's own weights are the engine's).
+* ``trains = "candidates"`` (plain random sampling): the strategy only draws genotypes; the engine
+  trains each from scratch.
+
+``spaces`` lists the search spaces a strategy can search (None: any space behind the contract).
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn as nn
 
-from darts.errors import DartsError, choices_message
-from darts.genotypes import Genotype
+from darts.errors import DartsError
+from darts.registry import Registry
+from darts.spaces.base import SearchSpace
+from darts.spaces.mixed import ArchWeights
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-STRATEGIES: dict[str, type["Strategy"]] = {}
-
-
-def register_strategy(name: str):
-    def decorator(cls):
-        if name in STRATEGIES:
-            raise ValueError(f"strategy {name!r} registered twice")
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return decorator
-
-
-def strategy_class(cfg) -> type["Strategy"]:
-    """The registered strategy class named by ``cfg.name``."""
-    # Importing the package registers every built-in strategy.
-    import darts.strategies  # noqa: F401
-
-    name = cfg.get("name")
-    if name not in STRATEGIES:
-        raise DartsError(choices_message("strategy", name, STRATEGIES))
-    return STRATEGIES[name]
+STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
 
 
 def build_strategy(cfg) -> "Strategy":
-    """Instantiate the strategy named by ``cfg.name`` with the rest of ``cfg`` as keyword arguments."""
-    cls = strategy_class(cfg)
+    """The strategy named ``cfg.name``, built with the rest of ``cfg`` as keyword arguments."""
+    cls = STRATEGIES.get(cfg.get("name"))
     options = {key: value for key, value in cfg.items() if key != "name"}
     try:
         return cls(**options)
@@ -54,69 +43,71 @@ def build_strategy(cfg) -> "Strategy":
 
 
 class Strategy(abc.ABC):
-    """What ``strategy=NAME`` selects: a registered name and the run class that drives it."""
+    """What ``strategy=NAME`` selects."""
 
-    name: str = "abstract"
+    name: ClassVar[str]
+    trains: ClassVar[str]                       # "supernet" | "candidates": which task the engine runs
+    spaces: ClassVar[tuple[str, ...] | None] = None
 
-    @classmethod
-    @abc.abstractmethod
-    def run_class(cls) -> type:
-        """The run that performs a search with this strategy: ``run_class()(cfg, run_dir).run()``
-        writes the run directory and returns the results."""
+    def check_space(self, space: SearchSpace) -> None:
+        if self.spaces is not None and space.name not in self.spaces:
+            raise DartsError(f"strategy {self.name!r} cannot search the {space.name} space; "
+                             f"valid choices: {', '.join(self.spaces)}")
 
 
-class SearchStrategy(Strategy):
-    """One search method. Lifecycle, as the engine drives it:
+class SupernetStrategy(Strategy):
+    """One weight-sharing search method (see the module docstring for the lifecycle)."""
 
-    ``build_supernet`` -> ``setup`` -> per epoch: ``start_epoch``, ``step`` for
-    every weight batch, ``end_epoch`` -> ``genotype``. ``checkpointables`` names
-    every object whose ``state_dict`` a checkpoint must hold.
-    """
+    trains = "supernet"
 
-    @classmethod
-    def run_class(cls) -> type:
-        """The supernet search loop, which drives every strategy that trains a supernet."""
-        # darts.search imports the strategies, so it is imported here rather than at module level.
-        from darts.search import SearchRun
-
-        return SearchRun
+    def build_supernet(self, space: SearchSpace, num_classes: int, in_channels: int) -> nn.Module:
+        """The supernet this strategy trains; default: the space's own."""
+        return space.build_supernet(num_classes, in_channels)
 
     @abc.abstractmethod
-    def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
-        """The supernet for this strategy in the configured space."""
-
-    @abc.abstractmethod
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime) -> None:
-        """Create optimisers and schedulers; ``runtime.prepare(model)`` moves the model to its device
-        and layout and returns the (possibly compiled) callable to run it with."""
+    def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
+              runtime) -> None:
+        """Create the architecture parameters and the optimisers; ``runtime.prepare(model)`` moves
+        the model to its device and layout and returns the (possibly compiled) callable to run it with."""
 
     def start_epoch(self, epoch: int) -> None:
         """Hook at the start of an epoch (schedules that depend on the epoch)."""
 
     @abc.abstractmethod
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
-        """One search step. Returns device tensors for the metric accumulator:
-        ``loss_sum``, ``correct``, ``count`` for the weight batch and, when an
-        alpha step ran, ``alpha_loss_sum``, ``alpha_correct``, ``alpha_count``.
-        Must not synchronise with the device (no ``.item()``)."""
+        """One search step. Returns device tensors for the metric accumulator: ``loss_sum``,
+        ``correct``, ``count`` for the weight batch and, when an alpha step ran, ``alpha_loss_sum``,
+        ``alpha_correct``, ``alpha_count``. Must not synchronise with the device (no ``.item()``)."""
 
     def end_epoch(self, epoch: int) -> None:
         """Hook at the end of an epoch (learning-rate schedulers)."""
 
     @abc.abstractmethod
-    def genotype(self) -> Genotype:
-        """The current discrete architecture."""
+    def eval_arch_weights(self) -> ArchWeights:
+        """The per-edge weights an evaluation forward runs with (deterministic: no sampling)."""
+
+    @abc.abstractmethod
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        """{cell type: (edges, ops)} non-negative weights to log, plot and derive from."""
+
+    def genotype(self):
+        """The current discrete architecture: the space's rule on :meth:`mixing_weights`."""
+        return self.space.derive(self.mixing_weights())
 
     @abc.abstractmethod
     def checkpointables(self) -> dict[str, Any]:
-        """Objects with ``state_dict``/``load_state_dict`` that define the run's state."""
+        """Objects with ``state_dict``/``load_state_dict`` that define the strategy's state."""
+
+    @abc.abstractmethod
+    def arch_parameters(self) -> list[torch.Tensor]:
+        """The architecture parameters (for DDP's divergence check); [] for a strategy without any."""
+
+    def arch_record(self) -> dict[str, list]:
+        """The architecture parameters as plain lists, by name, for results.json."""
+        return {}
 
     def learning_rates(self) -> dict[str, float]:
         return {}
-
-    def arch_weights(self) -> dict[str, torch.Tensor]:
-        """Per-cell (edges, ops) weights to log and plot; default: the supernet's softmax."""
-        return self.model.softmax_weights()
 
 
 class GeneratorState:
@@ -132,3 +123,17 @@ class GeneratorState:
     def load_state_dict(self, state: dict) -> None:
         # A checkpoint loaded with map_location=cuda moves the state there; set_state wants a CPU ByteTensor.
         self.generator.set_state(state["rng_state"].cpu())
+
+
+def seed_from_global_rng() -> int:
+    """A seed for a strategy-owned generator, drawn from the global RNG that the run's seed set."""
+    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+
+
+def one_hot_rows(indices: list[int | None], num_ops: int) -> torch.Tensor:
+    """(edges, ops) float32 on the CPU: a 1 at each edge's op, an all-zero row where the index is None."""
+    rows = torch.zeros(len(indices), num_ops)
+    for edge, op in enumerate(indices):
+        if op is not None:
+            rows[edge, op] = 1.0
+    return rows

@@ -4,6 +4,10 @@ Each step is an alpha step on an alpha-split batch, then a weight step on a
 weight-split batch, as published. Every backward pass asks only for the
 gradients it needs (alphas or weights), which skips the other half of the
 backward kernels.
+
+The strategy owns the alphas (:class:`~darts.strategies.arch.ArchParameters`) and calls the
+supernet as ``supernet(x, arch_weights)`` with ``arch_weights = {cell: softmax(alpha)}``;
+subclasses change how the weights are made (:meth:`DARTS.forward_weights`), not the loop.
 """
 from __future__ import annotations
 
@@ -12,13 +16,13 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from darts.errors import DartsError
-from darts.genotypes import Genotype
 from darts.runtime import Runtime, upcast
-from darts.spaces import build_supernet
-from darts.strategies.base import Batch, SearchStrategy, register_strategy
+from darts.spaces.base import SearchSpace
+from darts.spaces.mixed import ArchWeights, EdgeWeights
+from darts.strategies.arch import ArchParameters, softmax_per_group
+from darts.strategies.base import STRATEGIES, Batch, SupernetStrategy
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -43,8 +47,8 @@ def batch_metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, targets
             f"{prefix}count": count}
 
 
-@register_strategy("darts")
-class DARTS(SearchStrategy):
+@STRATEGIES.register("darts")
+class DARTS(SupernetStrategy):
     """order=1: first-order DARTS; order=2: the unrolled (second-order) gradient.
 
     hessian: how order 2 gets the mixed second derivative
@@ -52,6 +56,9 @@ class DARTS(SearchStrategy):
     (eps = 0.01 / ||v||, central difference over 2 eps) or ``exact`` (double
     backward).
     """
+
+    name = "darts"
+    edge_normalization = False   # PC-DARTS: per-edge betas, softmax-normalised over each node's inputs
 
     def __init__(self, order: int = 1, hessian: str = "finite_difference", arch_start_epoch: int = 0):
         if order not in (1, 2):
@@ -64,15 +71,17 @@ class DARTS(SearchStrategy):
         self.criterion = nn.CrossEntropyLoss()
 
     # -- construction ------------------------------------------------------------
-    def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
-        return build_supernet(space, num_classes, in_channels)
-
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime: Runtime) -> None:
+    def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
+              runtime: Runtime) -> None:
+        self.space = space
         self.model = model
         self.runtime = runtime
+        # Drawn right after the supernet's weights, as the original code draws its alphas.
+        self.arch = ArchParameters(space.arch_shapes(), edge_betas=self.edge_normalization).to(runtime.device)
+        self.node_edges = space.node_edges()
         self.forward = runtime.prepare(model)
-        self.weights = model.weight_parameters()
-        self.alphas = model.arch_parameters()
+        self.weights = list(model.parameters())
+        self.alphas = list(self.arch.parameters())
         w_cfg, a_cfg = optim_cfg.weights, optim_cfg.alphas
         self.grad_clip = w_cfg.grad_clip
         self.w_optimizer = torch.optim.SGD(self.weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
@@ -83,28 +92,64 @@ class DARTS(SearchStrategy):
                                                                     eta_min=w_cfg.lr_min)
 
     def checkpointables(self) -> dict:
-        return {"w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler,
+        return {"arch": self.arch, "w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler,
                 "grad_scaler": self.runtime.scaler}
 
     def learning_rates(self) -> dict[str, float]:
         return {"lr/weights": self.w_optimizer.param_groups[0]["lr"],
                 "lr/alphas": self.a_optimizer.param_groups[0]["lr"]}
 
-    def genotype(self) -> Genotype:
-        return self.model.genotype()
+    def arch_parameters(self) -> list[torch.Tensor]:
+        return self.alphas
+
+    def arch_record(self) -> dict[str, list]:
+        return self.arch.record()
+
+    # -- architecture weights ------------------------------------------------------------
+    def edge_scales(self, detach: bool = False) -> dict[str, torch.Tensor | None]:
+        """{cell: (edges,)} normalised betas (PC-DARTS), or None per cell without edge normalisation."""
+        betas = self.arch.betas()
+        return {cell: softmax_per_group(betas[cell].detach() if detach else betas[cell], self.node_edges)
+                if cell in betas else None for cell in self.arch.cell_types}
+
+    def forward_weights(self) -> ArchWeights:
+        """What a training forward mixes with: softmax(alpha) per edge (times the normalised betas)."""
+        scales = self.edge_scales()
+        return {cell: EdgeWeights(torch.softmax(alphas, dim=-1), edge_scales=scales[cell])
+                for cell, alphas in self.arch.alphas().items()}
+
+    def eval_arch_weights(self) -> ArchWeights:
+        with torch.no_grad():
+            return self.forward_weights()
+
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        """softmax(alpha) in float64 on the CPU (the derivation's ties are decided there), each row
+        scaled by its edge's normalised beta where there are betas."""
+        scales = self.edge_scales(detach=True)
+        weights = {}
+        for cell, alphas in self.arch.alphas().items():
+            cell_weights = torch.softmax(alphas.detach().double().cpu(), dim=-1)
+            if scales[cell] is not None:
+                cell_weights = cell_weights * scales[cell].double().cpu()[:, None]
+            weights[cell] = cell_weights
+        return weights
 
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()
 
     # -- one search step -------------------------------------------------------------
-    def loss(self, batch: Batch, float32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of the supernet on ``batch``, under the run's autocast unless ``float32``."""
+    def loss(self, batch: Batch, float32: bool = False,
+             arch: ArchWeights | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the supernet on ``batch`` under ``arch`` (default: a fresh
+        :meth:`forward_weights`), under the run's autocast unless ``float32``."""
         inputs, targets = batch
+        if arch is None:
+            arch = self.forward_weights()
         if float32:
-            logits = self.model(inputs)
+            logits = self.model(inputs, arch)
         else:
             with self.runtime.autocast():
-                logits = self.forward(inputs)
+                logits = self.forward(inputs, arch)
         return self.criterion(upcast(logits), targets), logits
 
     def backward(self, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
@@ -125,9 +170,9 @@ class DARTS(SearchStrategy):
         metrics.update(self.weight_step(train_batch))
         return metrics
 
-    def weight_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def weight_step(self, batch: Batch, arch: ArchWeights | None = None) -> dict[str, torch.Tensor]:
         scaler = self.runtime.scaler
-        loss, logits = self.loss(batch)
+        loss, logits = self.loss(batch, arch=arch)
         self.w_optimizer.zero_grad(set_to_none=True)
         self.backward(loss, self.weights)
         scaler.unscale_(self.w_optimizer)
@@ -138,10 +183,11 @@ class DARTS(SearchStrategy):
             alpha.grad = None
         return batch_metrics("", loss, logits, batch[1])
 
-    def alpha_step(self, train_batch: Batch, alpha_batch: Batch) -> dict[str, torch.Tensor]:
+    def alpha_step(self, train_batch: Batch, alpha_batch: Batch,
+                   arch: ArchWeights | None = None) -> dict[str, torch.Tensor]:
         self.a_optimizer.zero_grad(set_to_none=True)
         if self.order == 1:
-            loss, logits = self.loss(alpha_batch)
+            loss, logits = self.loss(alpha_batch, arch=arch)
             self.backward(loss, self.alphas)
             self.runtime.scaler.step(self.a_optimizer)
         else:

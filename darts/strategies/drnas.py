@@ -20,11 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Dirichlet
 
-from darts.genotypes import Genotype
 from darts.runtime import Runtime
-from darts.strategies.base import register_strategy
+from darts.spaces.base import SearchSpace
+from darts.spaces.mixed import ArchWeights, EdgeWeights
+from darts.strategies.base import STRATEGIES
 from darts.strategies.darts import DARTS
-from darts.supernet import EdgeWeights
 
 
 def dirichlet_concentration(alphas: torch.Tensor) -> torch.Tensor:
@@ -38,32 +38,36 @@ def dirichlet_mean(alphas: torch.Tensor) -> torch.Tensor:
     return concentration / concentration.sum(-1, keepdim=True)
 
 
-@register_strategy("drnas")
+@STRATEGIES.register("drnas")
 class DrNAS(DARTS):
     """arch_start_epoch: epochs of weight-only training (with sampled mixtures) before alphas move."""
+
+    name = "drnas"
 
     def __init__(self, arch_start_epoch: int = 0):
         super().__init__(order=1, arch_start_epoch=arch_start_epoch)
 
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime: Runtime) -> None:
-        super().setup(model, optim_cfg, epochs, steps_per_epoch, runtime)
+    def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
+              runtime: Runtime) -> None:
+        super().setup(space, model, optim_cfg, epochs, steps_per_epoch, runtime)
         # Eager: Dirichlet sampling is a custom autograd function without a compiled kernel, which
         # would split the compiled graph at every cell type; left for a measured GPU follow-up.
         self.forward = model
-        model.edge_weighting = self.dirichlet_weighting
 
-    def dirichlet_weighting(self, alphas: torch.Tensor) -> EdgeWeights:
-        """alphas (edges, ops) -> a Dirichlet sample per edge (training) or the Dirichlet mean."""
-        if self.model.training:
+    def forward_weights(self) -> ArchWeights:
+        """A reparameterised Dirichlet sample per edge, for every training forward."""
+        weights = {}
+        for cell, alphas in self.arch.alphas().items():
             # validate_args=False: the argument check would read the tensor back to the host.
             sample = Dirichlet(dirichlet_concentration(alphas.float()), validate_args=False).rsample()
-            return EdgeWeights(sample.to(alphas.dtype))
-        return EdgeWeights(dirichlet_mean(alphas))
+            weights[cell] = EdgeWeights(sample.to(alphas.dtype))
+        return weights
 
-    def arch_weights(self) -> dict[str, torch.Tensor]:
-        return {cell: dirichlet_mean(alphas.detach()) for cell, alphas in self.model.cell_alphas().items()}
+    def eval_arch_weights(self) -> ArchWeights:
+        """Evaluation mixes with the Dirichlet mean: deterministic."""
+        with torch.no_grad():
+            return {cell: EdgeWeights(dirichlet_mean(alphas)) for cell, alphas in self.arch.alphas().items()}
 
-    def genotype(self) -> Genotype:
-        # The supernet's rule applies a softmax to what it is given; softmax(log(mean)) is the mean
-        # itself (its rows sum to 1), so the space's rule runs on the Dirichlet mean.
-        return self.model.genotype_from_alphas({cell: mean.log() for cell, mean in self.arch_weights().items()})
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
+        """The Dirichlet mean (float64, CPU); the space's rule derives the cell from it."""
+        return {cell: dirichlet_mean(alphas.detach().double().cpu()) for cell, alphas in self.arch.alphas().items()}

@@ -21,7 +21,9 @@ the argmax is taken on the CPU from a host copy of the alphas. That copy is the
 one device sync per step (a few hundred floats), taken at the start of
 ``step()``; the weight step of the same step therefore picks its ops from the
 alphas before that step's alpha update (one Adam step of lr 3e-4 stale), while
-its soft weights and gradients use the current alphas.
+its soft weights and gradients use the current alphas. Each forward's sample is
+made by ``step()`` and passed to the supernet with the forward; nothing is left
+on the model or between calls.
 """
 from __future__ import annotations
 
@@ -33,36 +35,21 @@ import torch.nn.functional as F
 
 from darts.errors import DartsError
 from darts.runtime import Runtime
-from darts.strategies.base import Batch, GeneratorState, register_strategy
+from darts.spaces.base import SearchSpace
+from darts.spaces.mixed import ArchWeights, EdgeWeights
+from darts.strategies.base import STRATEGIES, Batch, GeneratorState, one_hot_rows, seed_from_global_rng
 from darts.strategies.darts import DARTS
-from darts.supernet import EdgeWeights
 
-def cell_type_of(model: nn.Module, alphas: torch.Tensor) -> str:
-    """The cell type whose alpha matrix ``alphas`` is (by identity: the supernet passes its own parameter)."""
-    for cell, cell_alphas in model.cell_alphas().items():
-        if alphas is cell_alphas:
-            return cell
-    raise DartsError("edge weighting called with a tensor that is none of the supernet's alpha matrices")
+# One draw: per cell type, the Gumbel noise (edges, ops) and the op index chosen on each edge.
+GumbelSample = dict[str, tuple[torch.Tensor, list[int]]]
 
 
-def seed_from_global_rng() -> int:
-    """A seed for a strategy-owned generator, drawn from the global RNG that the run's seed set."""
-    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
-
-
-def one_hot_rows(indices: list[int | None], num_ops: int) -> torch.Tensor:
-    """(edges, ops) float32 on the CPU: a 1 at each edge's op, an all-zero row where the index is None."""
-    rows = torch.zeros(len(indices), num_ops)
-    for edge, op in enumerate(indices):
-        if op is not None:
-            rows[edge, op] = 1.0
-    return rows
-
-
-@register_strategy("gdas")
+@STRATEGIES.register("gdas")
 class GDAS(DARTS):
     """tau_max, tau_min: the temperature's linear schedule over the epochs.
     arch_start_epoch: epochs of weight-only training (with sampled ops) before alphas move."""
+
+    name = "gdas"
 
     def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1, arch_start_epoch: int = 0):
         super().__init__(order=1, arch_start_epoch=arch_start_epoch)
@@ -71,17 +58,15 @@ class GDAS(DARTS):
         self.tau_max, self.tau_min = float(tau_max), float(tau_min)
         self.tau = self.tau_max
         self.generator = torch.Generator()
-        self.pending: dict[str, tuple[torch.Tensor, list[int]]] = {}
-        self.host_alphas: torch.Tensor | None = None
 
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime: Runtime) -> None:
-        super().setup(model, optim_cfg, epochs, steps_per_epoch, runtime)
+    def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
+              runtime: Runtime) -> None:
+        super().setup(space, model, optim_cfg, epochs, steps_per_epoch, runtime)
         # Eager, never compiled: the sampled op list decides which kernels run, so a compiled
         # model would recompile for every new architecture.
         self.forward = model
         self.epochs = epochs
         self.generator.manual_seed(seed_from_global_rng())
-        model.edge_weighting = self.gumbel_weighting
 
     def checkpointables(self) -> dict:
         return {**super().checkpointables(), "gumbel_generator": GeneratorState(self.generator)}
@@ -94,47 +79,48 @@ class GDAS(DARTS):
     # -- sampling ------------------------------------------------------------------------
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
         # The step's one device sync: every cell type's alphas in one small host copy.
-        self.host_alphas = self.stacked_alphas()
-        try:
-            return super().step(train_batch, alpha_batches, epoch)
-        finally:
-            self.host_alphas = None
+        host = self.host_alphas()
+        metrics = {}
+        if epoch >= self.arch_start_epoch:
+            alpha_batch = next(alpha_batches)
+            metrics.update(self.alpha_step(train_batch, alpha_batch, arch=self.gumbel_weights(self.draw(host))))
+        metrics.update(self.weight_step(train_batch, arch=self.gumbel_weights(self.draw(host))))
+        return metrics
 
-    def stacked_alphas(self) -> torch.Tensor:
-        """(cell types, edges, ops) float32 host copy of the alphas, in ``cell_alphas()`` order."""
-        return torch.stack(list(self.model.cell_alphas().values())).detach().float().cpu()
+    def host_alphas(self) -> torch.Tensor:
+        """(cell types, edges, ops) float32 host copy of the alphas, in cell-type order."""
+        return torch.stack(list(self.arch.alphas().values())).detach().float().cpu()
 
-    def draw(self) -> None:
-        """Gumbel noise (cell types, edges, ops) and each edge's sampled op for the next forward."""
-        host = self.host_alphas
-        if host is None:  # a forward outside step(): one extra host copy
-            host = self.stacked_alphas()
+    def draw(self, host: torch.Tensor) -> GumbelSample:
+        """Gumbel noise for every edge and each edge's sampled op, from the host alphas."""
         gumbels = -torch.empty(host.shape).exponential_(generator=self.generator).log()
         # argmax((log_softmax + g) / tau) does not depend on tau.
         chosen = (host.log_softmax(-1) + gumbels).argmax(-1).tolist()
-        self.pending = {cell: (gumbels[i], chosen[i]) for i, cell in enumerate(self.model.cell_alphas())}
+        return {cell: (gumbels[i], chosen[i]) for i, cell in enumerate(self.arch.cell_types)}
 
-    def loss(self, batch: Batch, float32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.model.training:
-            self.draw()  # a fresh architecture for every training forward
-        return super().loss(batch, float32)
+    def forward_weights(self) -> ArchWeights:
+        """A fresh sample for a training forward that ``step()`` did not prepare (one host copy)."""
+        return self.gumbel_weights(self.draw(self.host_alphas()))
 
-    def gumbel_weighting(self, alphas: torch.Tensor) -> EdgeWeights:
-        """alphas (edges, ops) -> the straight-through one-hot weights and the sampled op per edge.
+    def gumbel_weights(self, sample: GumbelSample) -> ArchWeights:
+        """The straight-through one-hot weights of ``sample`` from the current alphas, and its op per edge."""
+        weights = {}
+        for cell, alphas in self.arch.alphas().items():
+            gumbels, chosen = sample[cell]
+            gumbels = gumbels.to(alphas.device, alphas.dtype, non_blocking=True)
+            soft = torch.softmax((F.log_softmax(alphas, -1) + gumbels) / self.tau, dim=-1)
+            hard = one_hot_rows(chosen, alphas.shape[-1]).to(alphas.device, alphas.dtype, non_blocking=True)
+            weights[cell] = EdgeWeights(hard - soft.detach() + soft, chosen)
+        return weights
 
-        Without a pending draw (evaluation, or a forward not run by this strategy) the
-        supernet runs the most likely op per edge, the argmax of alpha (one host copy)."""
-        cell = cell_type_of(self.model, alphas)
-        num_ops = alphas.shape[-1]
-        pending = self.pending.pop(cell, None)
-        if pending is None:
+    def eval_arch_weights(self) -> ArchWeights:
+        """Evaluation runs the most likely op per edge, the argmax of alpha (one host copy)."""
+        weights = {}
+        for cell, alphas in self.arch.alphas().items():
             chosen = alphas.detach().argmax(-1).tolist()
-            return EdgeWeights(one_hot_rows(chosen, num_ops).to(alphas.device, alphas.dtype), chosen)
-        gumbels, chosen = pending
-        gumbels = gumbels.to(alphas.device, alphas.dtype, non_blocking=True)
-        soft = torch.softmax((F.log_softmax(alphas, -1) + gumbels) / self.tau, dim=-1)
-        hard = one_hot_rows(chosen, num_ops).to(alphas.device, alphas.dtype, non_blocking=True)
-        return EdgeWeights(hard - soft.detach() + soft, chosen)
+            weights[cell] = EdgeWeights(one_hot_rows(chosen, alphas.shape[-1]).to(alphas.device, alphas.dtype),
+                                        chosen)
+        return weights
 
-    # arch_weights(): softmax(alpha), the distribution GDAS samples from at tau = 1;
-    # genotype(): the published rule on softmax(alpha), as GDAS derives its cells.
+    # mixing_weights(): softmax(alpha), the distribution GDAS samples from at tau = 1;
+    # genotype(): the space's rule on softmax(alpha), as GDAS derives its cells.

@@ -6,7 +6,7 @@ parts are concatenated and channel-shuffled with K groups so that the next
 edge sees a different slice. Because each edge now sees a random-ish subset of
 channels, its op weights fluctuate; edge normalisation stabilises the choice
 of edges with one extra parameter per edge (``betas_normal``/``betas_reduce``
-on the supernet), softmax-normalised over each node's incoming edges: a node
+among the strategy's architecture parameters), softmax-normalised over each node's incoming edges: a node
 is ``sum_j softmax_node(beta)_j * mixedop_j``. Derivation multiplies each
 edge's op softmax by that normalised beta before the published rule.
 
@@ -23,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from darts.errors import DartsError
-from darts.spaces import build_supernet
-from darts.strategies.base import register_strategy
+from darts.spaces.base import SearchSpace
+from darts.spaces.mixed import MixedOp
+from darts.strategies.base import STRATEGIES
 from darts.strategies.darts import DARTS
-from darts.supernet import MixedOp
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -47,7 +47,8 @@ class PartialChannelMixedOp(nn.Module):
     per edge) works as for the full op.
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 4):
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 4,
+                 pool_bn: bool = True):
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
             raise DartsError(f"strategy.partial_channels={partial_channels} must divide the cell's channel "
@@ -59,7 +60,7 @@ class PartialChannelMixedOp(nn.Module):
             # A stride-2 skip_connect is a factorized reduce, which splits its channels in two halves.
             raise DartsError(f"strategy.partial_channels={partial_channels} leaves {self.C_partial} channels on "
                              f"a reduction edge; skip_connect there needs an even count: raise space.C")
-        self.mixed = MixedOp(self.C_partial, stride, primitives)
+        self.mixed = MixedOp(self.C_partial, stride, primitives, pool_bn=pool_bn)
         self.primitives = self.mixed.primitives
         self.ops = self.mixed.ops  # the candidate ops, as on MixedOp (tests hook them)
         self.live = self.mixed.live
@@ -76,7 +77,7 @@ class PartialChannelMixedOp(nn.Module):
         return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.partial_channels)
 
 
-@register_strategy("pcdarts")
+@STRATEGIES.register("pcdarts")
 class PCDARTS(DARTS):
     """DARTS on a partial-channel supernet with edge normalisation.
 
@@ -85,6 +86,9 @@ class PCDARTS(DARTS):
     order, hessian: as for DARTS (the published PC-DARTS is first order).
     """
 
+    name = "pcdarts"
+    edge_normalization = True
+
     def __init__(self, partial_channels: int = 4, arch_start_epoch: int = 15, order: int = 1,
                  hessian: str = "finite_difference"):
         super().__init__(order=order, hessian=hessian, arch_start_epoch=arch_start_epoch)
@@ -92,9 +96,10 @@ class PCDARTS(DARTS):
             raise DartsError(f"strategy.partial_channels must be a positive integer, got {partial_channels!r}")
         self.partial_channels = partial_channels
 
-    def build_supernet(self, space, num_classes: int, in_channels: int) -> nn.Module:
-        mixed_op = functools.partial(PartialChannelMixedOp, partial_channels=self.partial_channels)
-        return build_supernet(space, num_classes, in_channels, mixed_op=mixed_op, edge_normalization=True)
+    def build_supernet(self, space: SearchSpace, num_classes: int, in_channels: int) -> nn.Module:
+        mixed_op = functools.partial(PartialChannelMixedOp, partial_channels=self.partial_channels,
+                                     pool_bn=space.pool_bn)
+        return space.build_supernet(num_classes, in_channels, mixed_op=mixed_op)
 
-    # genotype() and arch_weights() come from the supernet, which applies the normalised betas:
-    # softmax(alpha) * softmax_per_node(beta), then the published rule.
+    # forward_weights(), mixing_weights() and genotype() come from DARTS, which applies the normalised
+    # betas: softmax(alpha) * softmax_per_node(beta), then the space's rule.

@@ -1,13 +1,13 @@
 """Random search with weight sharing (Li & Talwalkar, 2019).
 
 Training: every step samples one architecture uniformly from the cell space
-and takes a weight step with only its ops running. The supernet defines what a
+and takes a weight step with only its ops running. The space defines what a
 random cell is (``random_architecture``, ``architecture_genotype``): in the
 DARTS space, for each intermediate node, two distinct input edges uniformly
 among its i+2 and one non-``none`` op for each; the node's other edges are
 switched off (their ``active`` entry is None and their weight row zero),
 exactly the cell the genotype describes. In NAS-Bench-201, one op per edge
-drawn from all ops. The alphas are never used and there is no alpha optimiser.
+drawn from all ops. There are no alphas and no alpha optimiser.
 
 Selection: ``num_candidates`` random architectures are scored with the shared
 weights on the same few alpha-split batches (mean cross-entropy, lower is
@@ -33,15 +33,11 @@ import torch
 import torch.nn as nn
 
 from darts.errors import DartsError
-from darts.genotypes import Genotype
 from darts.runtime import Runtime
-from darts.strategies.base import Batch, GeneratorState, register_strategy
+from darts.spaces.base import Architecture, SearchSpace
+from darts.spaces.mixed import ArchWeights, EdgeWeights
+from darts.strategies.base import STRATEGIES, Batch, GeneratorState, one_hot_rows, seed_from_global_rng
 from darts.strategies.darts import DARTS, preserved_bn_stats
-from darts.strategies.gdas import cell_type_of, one_hot_rows, seed_from_global_rng
-from darts.supernet import EdgeWeights
-
-# One architecture: per cell, each edge's op index, or None for an edge that is off.
-Architecture = dict[str, list[int | None]]
 
 
 class RankingState:
@@ -62,11 +58,13 @@ class RankingState:
         self.strategy.step_in_epoch = int(state.get("step_in_epoch", 0))
 
 
-@register_strategy("random_ws")
+@STRATEGIES.register("random_ws")
 class RandomWS(DARTS):
     """num_candidates: random architectures ranked at selection.
     eval_batches: alpha batches (the ring buffer's length) each candidate is scored on.
     rank_every: epochs between rankings (the last epoch always ranks)."""
+
+    name = "random_ws"
 
     def __init__(self, num_candidates: int = 100, eval_batches: int = 4, rank_every: int = 1):
         super().__init__(order=1)
@@ -80,19 +78,20 @@ class RandomWS(DARTS):
         self.generator = torch.Generator()
         self.ranking_batches: collections.deque[Batch] = collections.deque(maxlen=eval_batches)
         self.winner: Architecture | None = None
-        self.pending: Architecture = {}
         self.step_in_epoch = 0
 
     # -- construction ------------------------------------------------------------------------
-    def setup(self, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int, runtime: Runtime) -> None:
+    def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
+              runtime: Runtime) -> None:
+        self.space = space
         self.model = model
         self.runtime = runtime
         runtime.prepare(model)
         # Eager, never compiled: the sampled op list decides which kernels run, so a compiled
         # model would recompile for every new architecture.
         self.forward = model
-        self.weights = model.weight_parameters()
-        self.alphas = model.arch_parameters()  # unused; weight_step clears any gradient they get
+        self.weights = list(model.parameters())
+        self.alphas = []
         w_cfg = optim_cfg.weights
         self.grad_clip = w_cfg.grad_clip
         self.w_optimizer = torch.optim.SGD(self.weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
@@ -101,12 +100,11 @@ class RandomWS(DARTS):
                                                                     eta_min=w_cfg.lr_min)
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        self.primitives = list(model.primitives)
-        self.op_choices = model.random_op_choices()
+        self.primitives = list(space.primitives)
+        self.op_choices = space.random_op_choices()
         if not any(self.primitives[k] != "none" for k in self.op_choices):
             raise DartsError("strategy random_ws needs an op other than 'none' in space.primitives")
         self.generator.manual_seed(seed_from_global_rng())
-        model.edge_weighting = self.sampled_weighting
 
     def checkpointables(self) -> dict:
         return {"w_optimizer": self.w_optimizer, "scheduler": self.scheduler, "grad_scaler": self.runtime.scaler,
@@ -115,27 +113,27 @@ class RandomWS(DARTS):
     def learning_rates(self) -> dict[str, float]:
         return {"lr/weights": self.w_optimizer.param_groups[0]["lr"]}
 
+    def arch_parameters(self) -> list[torch.Tensor]:
+        return []
+
+    def arch_record(self) -> dict[str, list]:
+        return {}
+
     # -- architectures ------------------------------------------------------------------------
-    def sample_architecture(self, generator: torch.Generator) -> Architecture:
-        """A uniformly random cell per cell type, as the supernet's space defines one."""
-        return self.model.random_architecture(generator)
+    def sampled_weights(self, architecture: Architecture) -> ArchWeights:
+        """The one-hot weights (edges, ops) and op list per cell of ``architecture``."""
+        device = self.runtime.device
+        return {cell: EdgeWeights(one_hot_rows(active, len(self.primitives)).to(device, non_blocking=True), active)
+                for cell, active in architecture.items()}
 
-    def architecture_genotype(self, architecture: Architecture) -> Genotype:
-        """The genotype of a sampled architecture."""
-        return self.model.architecture_genotype(architecture)
+    def forward_weights(self) -> ArchWeights:
+        """A fresh uniformly random architecture for a training forward that ``step()`` did not prepare."""
+        return self.sampled_weights(self.space.random_architecture(self.generator))
 
-    def sampled_weighting(self, alphas: torch.Tensor) -> EdgeWeights:
-        """The one-hot weights (edges, ops) and op list of the architecture this forward runs:
-        the pending sample in training, else the chosen architecture."""
-        cell = cell_type_of(self.model, alphas)
-        active = self.pending.pop(cell, None)
-        if active is None:
-            # The forward of an evaluation: the ranked winner, or before any ranking a fixed
-            # architecture from its own generator (the training stream is left alone).
-            architecture = self.winner or self.sample_architecture(torch.Generator().manual_seed(0))
-            active = architecture[cell]
-        weights = one_hot_rows(active, alphas.shape[-1]).to(alphas.device, alphas.dtype, non_blocking=True)
-        return EdgeWeights(weights, active)
+    def eval_arch_weights(self) -> ArchWeights:
+        """The ranked winner or, before any ranking, a fixed architecture from its own generator
+        (the training stream is left alone)."""
+        return self.sampled_weights(self.winner or self.space.random_architecture(torch.Generator().manual_seed(0)))
 
     # -- training ----------------------------------------------------------------------------------
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
@@ -144,8 +142,7 @@ class RandomWS(DARTS):
         if self.step_in_epoch >= self.steps_per_epoch - self.eval_batches:
             self.ranking_batches.append(next(alpha_batches))
         self.step_in_epoch += 1
-        self.pending = self.sample_architecture(self.generator)
-        return self.weight_step(train_batch)
+        return self.weight_step(train_batch, arch=self.sampled_weights(self.space.random_architecture(self.generator)))
 
     def end_epoch(self, epoch: int) -> None:
         self.step_in_epoch = 0   # reset here, not in start_epoch: a resumed epoch starts mid-way
@@ -161,22 +158,21 @@ class RandomWS(DARTS):
         if not self.ranking_batches:
             raise DartsError("random_ws ranks architectures on alpha batches taken in step(); "
                              "no step has run yet")
-        candidates = [self.sample_architecture(self.generator) for _ in range(self.num_candidates)]
+        candidates = [self.space.random_architecture(self.generator) for _ in range(self.num_candidates)]
         was_training = self.model.training
         self.model.train()  # batch statistics; see the module docstring
         scores = []
         try:
             with preserved_bn_stats(self.model):
                 for candidate in candidates:
+                    arch = self.sampled_weights(candidate)
                     loss_sum, count = 0.0, 0
                     for inputs, targets in self.ranking_batches:
-                        self.pending = dict(candidate)
-                        loss, _ = self.loss((inputs, targets))
+                        loss, _ = self.loss((inputs, targets), arch=arch)
                         loss_sum = loss_sum + loss.float() * targets.shape[0]
                         count += targets.shape[0]
                     scores.append(loss_sum / count)
         finally:
-            self.pending = {}
             self.model.train(was_training)
         # Under DDP each rank scored its shard of the batches: the mean over ranks is the global score,
         # and every rank picks the same winner.
@@ -185,15 +181,15 @@ class RandomWS(DARTS):
         self.winner = candidates[best]
         return losses
 
-    def genotype(self) -> Genotype:
+    def genotype(self):
         if self.winner is None:
             self.rank()
-        return self.architecture_genotype(self.winner)
+        return self.space.architecture_genotype(self.winner)
 
-    def arch_weights(self) -> dict[str, torch.Tensor]:
+    def mixing_weights(self) -> dict[str, torch.Tensor]:
         """Uniform over the ops a random cell draws from: the distribution each kept edge samples from."""
         weights = {}
-        for cell, alphas in self.model.cell_alphas().items():
-            weights[cell] = torch.zeros(len(alphas), len(self.primitives))
+        for cell, (edges, ops) in self.space.arch_shapes().items():
+            weights[cell] = torch.zeros(edges, ops, dtype=torch.float64)
             weights[cell][:, self.op_choices] = 1.0 / len(self.op_choices)
         return weights

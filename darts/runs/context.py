@@ -1,4 +1,4 @@
-"""Pieces shared by the search and the final-training loops."""
+"""Where and how a run executes: its device, process group, directory and whether it resumes."""
 from __future__ import annotations
 
 import platform
@@ -7,14 +7,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
-import torch.nn as nn
 from omegaconf import OmegaConf
 
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.distributed import Distributed, init_distributed
 from darts.errors import DartsError
-from darts.tracking import MetricAccumulator
 
 RESUME_CHOICES = ("true", "false", "auto")
 
@@ -39,8 +38,6 @@ def in_layout(batches, layout: torch.memory_format):
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-
     versions = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
                 "numpy": numpy.__version__, "cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version())}
     for module in ("torchvision", "hydra", "omegaconf", "tensorboard"):
@@ -49,43 +46,6 @@ def library_versions() -> dict[str, str]:
         except ImportError:
             versions[module] = "missing"
     return versions
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, criterion=None, topk=(1,), epoch: int = 0,
-             max_batches: int | None = None, dist: Distributed | None = None) -> dict[str, float]:
-    """Loss and top-k accuracy (%) of ``model`` in eval mode over one pass of ``batches``
-    (its first ``max_batches`` batches when given); under DDP each rank passes its shard and the
-    sums are added over ranks."""
-    criterion = criterion or nn.CrossEntropyLoss()
-    was_training = model.training
-    model.eval()
-    totals = MetricAccumulator()
-    for index, (inputs, targets) in enumerate(batches.epoch(epoch)):
-        if max_batches is not None and index >= max_batches:
-            break
-        logits = model(inputs)
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        count = torch.full((), float(targets.shape[0]), device=targets.device)
-        step = {"loss_sum": criterion(logits, targets).float() * count, "count": count}
-        # With fewer classes than k, top-k holds every class: clamp rather than fail.
-        top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
-        hits = top == targets[:, None]
-        for k in topk:
-            step[f"top{k}_sum"] = hits[:, :k].any(dim=1).sum().float()
-        totals.add(step)
-    model.train(was_training)
-    reduced = (dist or Distributed()).sum_metrics(totals.sums)
-    sums = {key: value.item() for key, value in reduced.items()}
-    results = {"loss": sums["loss_sum"] / sums["count"]}
-    for k in topk:
-        results[f"top{k}"] = 100.0 * sums[f"top{k}_sum"] / sums["count"]
-    return results
-
-
-def entropy(weights: torch.Tensor) -> float:
-    """Mean over edges of the entropy (nats) of each edge's op distribution, weights (edges, ops)."""
-    return float(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean())
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Genotypes: the discrete cells that search produces and final training builds.
+"""The DARTS genotype: the discrete cells that search produces and final training builds.
 
 A genotype holds, for the normal and the reduction cell, a list of
 ``(op, input)`` pairs, two per intermediate node in node order, and the nodes
@@ -17,6 +17,7 @@ import torch
 
 from darts.errors import DartsError
 from darts.ops import OPS, check_ops
+from darts.spaces.graph import CellGraph
 
 PRIMITIVES = (
     "none",
@@ -74,12 +75,15 @@ class Genotype:
     def ops(self) -> set[str]:
         return {op for op, _ in self.normal + self.reduce}
 
-    def check_ops_allowed(self, allowed: Sequence[str]) -> None:
-        """Reject a genotype that uses an op outside the configured op set."""
-        extra = sorted(self.ops() - set(allowed))
-        if extra:
-            raise DartsError(
-                f"genotype uses op(s) {', '.join(extra)} not in the configured op set: {', '.join(allowed)}")
+    def cell_graphs(self) -> dict[str, CellGraph]:
+        """Each cell as a drawable DAG: two inputs, one node per pair of edges, the concat as output."""
+        graphs = {}
+        for cell, pairs, concat in (("normal", self.normal, self.normal_concat),
+                                    ("reduce", self.reduce, self.reduce_concat)):
+            edges = tuple((node_input, 2 + position // 2, op) for position, (op, node_input) in enumerate(pairs))
+            graphs[cell] = CellGraph(inputs=("c_{k-2}", "c_{k-1}"), num_intermediate=len(pairs) // 2, edges=edges,
+                                     output="c_{k}", output_sources=tuple(concat))
+        return graphs
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict:
@@ -111,6 +115,11 @@ class Genotype:
         except (TypeError, ValueError) as err:
             raise DartsError(f"malformed genotype JSON: {err}") from None
 
+    @classmethod
+    def from_string(cls, text: str) -> "Genotype":
+        """The community form ``Genotype(normal=[...], normal_concat=range(2, 6), ...)``."""
+        return parse_community_string(text)
+
     def __str__(self) -> str:
         def pairs(cell):
             return "[" + ", ".join(f"('{op}', {idx})" for op, idx in cell) + "]"
@@ -122,7 +131,7 @@ class Genotype:
 _RANGE = re.compile(r"range\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)")
 
 
-def _parse_community_string(text: str) -> Genotype:
+def parse_community_string(text: str) -> Genotype:
     """Parse ``Genotype(normal=[...], normal_concat=..., ...)`` without ``eval``."""
     expanded = _RANGE.sub(lambda m: repr(list(range(int(m.group(1)), int(m.group(2))))), text.strip())
     try:
@@ -142,32 +151,6 @@ def _parse_community_string(text: str) -> Genotype:
     if extra:
         raise DartsError(f"malformed genotype string: unknown field(s) {', '.join(sorted(extra))}")
     return Genotype.from_dict(fields)
-
-
-def genotype_from_dict(data):
-    """A DARTS Genotype, or an NB201Genotype for ``{"nb201": ...}`` / ``{"arch_str": ...}``."""
-    from darts.nb201 import NB201Genotype, is_nb201_dict  # lazy: darts.nb201 imports this module
-
-    if is_nb201_dict(data):
-        return NB201Genotype.from_dict(data)
-    return Genotype.from_dict(data)
-
-
-def parse_genotype(text: str):
-    """A genotype from JSON (``to_json``), the community ``Genotype(...)`` string or a NAS-Bench-201
-    string (``|op~0|+|op~0|op~1|+...``, an NB201Genotype)."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DartsError(f"malformed genotype JSON: {err}") from None
-        return genotype_from_dict(data.get("genotype", data) if isinstance(data, dict) else data)
-    if text.startswith("|"):
-        from darts.nb201 import NB201Genotype
-
-        return NB201Genotype.from_string(text)
-    return _parse_community_string(text)
 
 
 def _g(normal: str, reduce: str) -> Genotype:
@@ -201,12 +184,6 @@ DARTS = DARTS_V2
 PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2, "PC_DARTS": PC_DARTS}
 
 
-def published(name: str) -> Genotype:
-    if name not in PUBLISHED:
-        raise DartsError(f"unknown genotype name {name!r}; known genotypes: {', '.join(PUBLISHED)}")
-    return PUBLISHED[name]
-
-
 def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int) -> list[tuple[str, int]]:
     """The published rule on one cell's softmax weights, shape (edges, ops)."""
     none_index = primitives.index("none") if "none" in primitives else None
@@ -228,53 +205,29 @@ def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int) -
     return pairs
 
 
-def derive_genotype(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, primitives=PRIMITIVES,
-                    steps: int = 4, edge_weights_normal: torch.Tensor | None = None,
-                    edge_weights_reduce: torch.Tensor | None = None) -> Genotype:
-    """Discretise raw alphas, shape (14, len(primitives)) for 4 steps, into a genotype.
+def derive_from_weights(weights: dict[str, torch.Tensor], primitives: Sequence[str], steps: int) -> Genotype:
+    """The published rule on {"normal": (edges, ops), "reduce": (edges, ops)} non-negative weights
+    (softmax(alpha), scaled per edge by PC-DARTS's normalised betas where it has them).
 
-    ``W = softmax(alpha)`` over every op including ``none``; per node keep the two
-    edges whose strongest non-``none`` op is largest, and on each the strongest
-    non-``none`` op. ``edge_weights_*`` (shape (edges,)), when given, multiply
-    each edge's row first, as PC-DARTS does with its edge normalisation.
-    """
+    Per node keep the two edges whose strongest non-``none`` op is largest, and on each the
+    strongest non-``none`` op."""
     primitives = list(primitives)
-    expected_edges = sum(node + 2 for node in range(steps))
+    expected = (sum(node + 2 for node in range(steps)), len(primitives))
     cells = []
-    for alphas, edge_weights in ((alphas_normal, edge_weights_normal), (alphas_reduce, edge_weights_reduce)):
-        alphas = torch.as_tensor(alphas, dtype=torch.float64).detach().cpu()
-        if alphas.shape != (expected_edges, len(primitives)):
-            raise DartsError(f"alphas of shape {tuple(alphas.shape)} do not fit {steps} steps and "
-                             f"{len(primitives)} ops: expected {(expected_edges, len(primitives))}")
-        weights = torch.softmax(alphas, dim=-1)
-        if edge_weights is not None:
-            weights = weights * torch.as_tensor(edge_weights, dtype=torch.float64).detach().cpu()[:, None]
-        cells.append(_derive_cell(weights, primitives, steps))
+    for cell in ("normal", "reduce"):
+        cell_weights = torch.as_tensor(weights[cell], dtype=torch.float64).detach().cpu()
+        if tuple(cell_weights.shape) != expected:
+            raise DartsError(f"{cell} weights of shape {tuple(cell_weights.shape)} do not fit {steps} steps and "
+                             f"{len(primitives)} ops: expected {expected}")
+        cells.append(_derive_cell(cell_weights, primitives, steps))
     concat = list(range(2, steps + 2))
     return Genotype(cells[0], concat, cells[1], concat)
 
 
-def resolve_genotype(spec: str):
-    """A genotype from a published name, a genotype.json (or any file holding one), a search run
-    directory (its genotype.json), or a JSON/community/NAS-Bench-201 string."""
-    from pathlib import Path
-
-    spec = str(spec).strip()
-    if spec in PUBLISHED:
-        return PUBLISHED[spec]
-    if spec.startswith(("Genotype(", "{", "|")):
-        return parse_genotype(spec)
-    path = Path(spec)
-    if path.is_dir():
-        if not (path / "genotype.json").is_file():
-            raise DartsError(f"directory {path} holds no genotype.json: is it a finished search run?")
-        path = path / "genotype.json"
-    if path.is_file():
-        try:
-            return parse_genotype(path.read_text())
-        except DartsError as err:
-            raise DartsError(f"{path}: {err}") from None
-        except UnicodeDecodeError:
-            raise DartsError(f"{path} is not a text genotype file") from None
-    raise DartsError(f"unknown genotype {spec!r}; known genotypes: {', '.join(PUBLISHED)} "
-                     f"(or give a genotype.json, a search run directory or a genotype string)")
+def derive_genotype(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, primitives=PRIMITIVES,
+                    steps: int = 4) -> Genotype:
+    """The published derivation from raw alphas, shape (14, len(primitives)) for 4 steps: ``W = softmax(alpha)``
+    over every op including ``none``, then :func:`derive_from_weights`."""
+    weights = {cell: torch.softmax(torch.as_tensor(alphas, dtype=torch.float64).detach().cpu(), dim=-1)
+               for cell, alphas in (("normal", alphas_normal), ("reduce", alphas_reduce))}
+    return derive_from_weights(weights, primitives, steps)

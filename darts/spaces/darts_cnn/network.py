@@ -1,4 +1,4 @@
-"""The discrete networks that final training builds from a :class:`Genotype`.
+"""The DARTS evaluation networks that final training builds from a :class:`Genotype`.
 
 ``NetworkCIFAR`` and ``NetworkImageNet`` follow the published DARTS evaluation
 networks (stems, reduction positions, auxiliary heads, drop path), so that
@@ -10,32 +10,20 @@ Forward contract of both networks (``x`` of shape (N, in_channels, H, W)):
 * training mode: ``(logits, logits_aux)``, both (N, num_classes); ``logits_aux``
   is ``None`` when the network has no auxiliary head;
 * eval mode: ``logits`` alone, (N, num_classes); the auxiliary head is not run.
-
-The module also writes and reads self-describing model exports
-(:func:`save` / :func:`load`) and checks that a checkpoint's state dict fits a
-network before it is loaded (:func:`check_compatible`).
 """
 from __future__ import annotations
 
 import abc
-import os
-import uuid
-from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.genotypes import Genotype, genotype_from_dict
+from darts.fastpath import FastPathOptions
 from darts.kernels import concat_channels, dense_grad
-from darts.nb201 import NB201Network
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, is_identity
-
-# The value of the ``format`` key that marks a file as one of our exports, and
-# the newest layout this code writes and reads.
-EXPORT_FORMAT = "darts-model-export"
-EXPORT_FORMAT_VERSION = 1
+from darts.spaces.darts_cnn.genotype import Genotype
 
 # Final-network convention from the published code: the CIFAR stem widens to 3 * C.
 CIFAR_STEM_MULTIPLIER = 3
@@ -229,7 +217,7 @@ class _FinalNetwork(nn.Module, abc.ABC):
     ``self.config`` holds the constructor keyword arguments (without the
     genotype, which is ``self.genotype``), so a network can be rebuilt from
     ``(type(net).__name__, net.config, net.genotype.to_dict())``.
-    ``drop_path_prob`` is a plain float attribute that the trainer sets each epoch.
+    ``drop_path_prob`` is set each epoch through :meth:`set_drop_path_prob`.
     """
 
     auxiliary_head_class: type[_AuxiliaryHead]
@@ -241,17 +229,24 @@ class _FinalNetwork(nn.Module, abc.ABC):
         _check_positive_int("C", C)
         _check_positive_int("num_classes", num_classes)
         _check_positive_int("layers", layers)
-        drop_path_prob = float(drop_path_prob)
-        if not 0.0 <= drop_path_prob <= 1.0:
-            raise DartsError(f"drop_path_prob must be in [0, 1], got {drop_path_prob}")
         self.genotype = genotype
         self.num_classes = num_classes
         self.layers = layers
-        self.drop_path_prob = drop_path_prob
         # Cells at 1/3 and 2/3 depth halve the resolution and double the channels;
         # the auxiliary head reads the output of the cell at 2/3 depth.
+        self.set_drop_path_prob(drop_path_prob)
         self.reduction_layers = (layers // 3, 2 * layers // 3)
         self.auxiliary_layer = 2 * layers // 3
+        self.checkpoint_cells = False
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.checkpoint_cells = options.checkpoint_cells
+
+    def set_drop_path_prob(self, drop_path_prob: float) -> None:
+        drop_path_prob = float(drop_path_prob)
+        if not 0.0 <= drop_path_prob <= 1.0:
+            raise DartsError(f"drop_path_prob must be in [0, 1], got {drop_path_prob}")
+        self.drop_path_prob = drop_path_prob
 
     def _build_cells(self, C: int, C_prev_prev: int, C_prev: int, reduction_prev: bool,
                      auxiliary: bool) -> None:
@@ -287,7 +282,7 @@ class _FinalNetwork(nn.Module, abc.ABC):
         s0, s1 = self._stem(x)
         logits_aux = None
         for index, cell in enumerate(self.cells):
-            if getattr(self, "checkpoint_cells", False) and self.training and torch.is_grad_enabled():
+            if self.checkpoint_cells and self.training and torch.is_grad_enabled():
                 # Recompute the cell in backward; checkpoint replays the RNG, so drop path matches.
                 s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob, use_reentrant=False)
             else:
@@ -313,6 +308,7 @@ class NetworkCIFAR(_FinalNetwork):
     """
 
     auxiliary_head_class = AuxiliaryHeadCIFAR
+    network_name = "cifar"
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
                  in_channels: int = 3, drop_path_prob: float = 0.0, stem_stride: int = 1):
@@ -353,6 +349,7 @@ class NetworkImageNet(_FinalNetwork):
     """
 
     auxiliary_head_class = AuxiliaryHeadImageNet
+    network_name = "imagenet"
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
                  drop_path_prob: float = 0.0):
@@ -380,231 +377,3 @@ class NetworkImageNet(_FinalNetwork):
     def _stem(self, x):
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
-
-
-NETWORK_CLASSES: dict[str, type[nn.Module]] = {
-    "NetworkCIFAR": NetworkCIFAR,
-    "NetworkImageNet": NetworkImageNet,
-    "NB201Network": NB201Network,  # the NAS-Bench-201 evaluation network (darts/nb201.py)
-}
-
-
-# ---------------------------------------------------------------------------
-# Parameter count
-# ---------------------------------------------------------------------------
-def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
-    """Number of parameters; by default without the auxiliary head, as papers report it.
-
-    Any submodule named ``auxiliary_head`` (also inside wrappers such as DDP)
-    is excluded when ``exclude_auxiliary`` is true. Shared parameters count once.
-    """
-    excluded: set[int] = set()
-    if exclude_auxiliary:
-        for name, module in model.named_modules():
-            if name.rsplit(".", 1)[-1] == "auxiliary_head":
-                excluded.update(id(p) for p in module.parameters())
-    return sum(p.numel() for p in model.parameters() if id(p) not in excluded)
-
-
-# ---------------------------------------------------------------------------
-# Compatibility of a state dict with a network
-# ---------------------------------------------------------------------------
-def _shape_text(value) -> str:
-    shape = getattr(value, "shape", None)
-    if shape is None:
-        return f"a {type(value).__name__}, not a tensor"
-    return "x".join(str(size) for size in shape) if len(shape) else "scalar"
-
-
-def _describe(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    if not config:
-        return type(model).__name__
-    settings = ", ".join(f"{key}={value}" for key, value in config.items())
-    return f"{type(model).__name__}({settings})"
-
-
-def check_compatible(model: nn.Module, state_dict, genotype: Genotype | dict | None = None,
-                     source: str = "checkpoint") -> None:
-    """Raise :class:`DartsError` unless ``state_dict`` fits ``model`` key for key and shape for shape.
-
-    ``genotype`` (a Genotype or its ``to_dict()``), when the checkpoint records
-    one, is compared with ``model.genotype`` too: genotypes that differ only in
-    which inputs the edges read have identical keys and shapes. ``source``
-    names the file or object in the message.
-    """
-    if not isinstance(state_dict, Mapping):
-        raise DartsError(f"{source} holds no state dict: got {type(state_dict).__name__}")
-
-    if genotype is not None and hasattr(model, "genotype"):
-        if isinstance(genotype, Mapping):
-            try:
-                genotype = genotype_from_dict(genotype)
-            except DartsError as err:
-                raise DartsError(f"{source} records an invalid genotype: {err}") from None
-        if genotype != model.genotype:
-            raise DartsError(f"{source} was made for a different genotype: {source} has {genotype}, "
-                             f"this network has {model.genotype}")
-
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    first_mismatch = None
-    for key, tensor in expected.items():
-        if key in state_dict:
-            found = state_dict[key]
-            if not isinstance(found, torch.Tensor) or tuple(found.shape) != tuple(tensor.shape):
-                first_mismatch = (key, _shape_text(found), _shape_text(tensor))
-                break
-    if not (missing or unexpected or first_mismatch):
-        return
-
-    parts = [f"{len(missing)} missing keys", f"{len(unexpected)} unexpected"]
-    if first_mismatch:
-        key, found_shape, expected_shape = first_mismatch
-        parts.append(f"first shape mismatch {key} ({found_shape} in the {source} vs {expected_shape} "
-                     "in this network)")
-    message = f"{source} was made for a different network: " + ", ".join(parts)
-    examples = []
-    if missing:
-        examples.append(f"first missing key {missing[0]}")
-    if unexpected:
-        examples.append(f"first unexpected key {unexpected[0]}")
-    if examples:
-        message += "; " + ", ".join(examples)
-    message += f"; this network is {_describe(model)}"
-    if unexpected and all(str(key).startswith("module.") for key in state_dict):
-        message += " (the keys start with 'module.': it was saved from a DataParallel/DDP wrapper)"
-    raise DartsError(message)
-
-
-# ---------------------------------------------------------------------------
-# Export / load
-# ---------------------------------------------------------------------------
-def save(model: nn.Module, path) -> None:
-    """Write ``model`` to ``path`` atomically as a self-describing export.
-
-    The file holds only plain data (dicts, lists, str, int, float, bool,
-    tensors), so ``torch.load(path, weights_only=True)`` reads it:
-    ``{"format", "format_version", "class_name", "config", "genotype",
-    "state_dict"}``. It is written to a temporary file in the same directory
-    and moved into place with ``os.replace``, so a crash never leaves a
-    half-written export under ``path``. Parent directories are created.
-    """
-    class_name = type(model).__name__
-    if NETWORK_CLASSES.get(class_name) is not type(model):
-        raise DartsError(f"cannot export a {class_name}: only {', '.join(NETWORK_CLASSES)} can be exported")
-    payload = {
-        "format": EXPORT_FORMAT,
-        "format_version": EXPORT_FORMAT_VERSION,
-        "class_name": class_name,
-        "config": dict(model.config),
-        "genotype": model.genotype.to_dict(),
-        # CPU tensors: the export loads on machines without the training device.
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-    }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        # 'xb' (not mkstemp) so the file gets the usual umask permissions, not 0600.
-        with open(temporary, "xb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as err:
-        _remove_quietly(temporary)
-        raise DartsError(f"cannot write model export {path}: {err.strerror or err}") from None
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _load_error_detail(err: BaseException, limit: int = 200) -> str:
-    """The informative part of a torch.load error, on one short line.
-
-    weights_only failures open with a long generic paragraph about PyTorch 2.6
-    defaults; the real cause follows "WeightsUnpickler error:".
-    """
-    text = str(err)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-        text = text.split(" Please use", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[0][:limit] if lines else ""
-    return f"{type(err).__name__}: {line}" if line else type(err).__name__
-
-
-def load(path, map_location="cpu") -> nn.Module:
-    """Rebuild an exported network from ``path`` alone, in eval mode.
-
-    Needs no training config: the class, its constructor arguments and the
-    genotype come from the file. When ``map_location`` is a device (str or
-    ``torch.device``) the network is moved there. Every failure (missing,
-    unreadable, corrupt or truncated file, a file that is not a model export,
-    weights that do not fit) raises :class:`DartsError` naming ``path``.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DartsError(f"model export {path} does not exist")
-    if os.path.isdir(path):
-        raise DartsError(f"model export {path} is a directory, not a file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except PermissionError as err:
-        raise DartsError(f"cannot read model export {path}: {err.strerror or err}") from None
-    # A bad file surfaces as many types: UnpicklingError, RuntimeError, EOFError,
-    # zipfile errors, even OSError(EINVAL) from torch's zip reader on a truncated file.
-    except Exception as err:  # noqa: BLE001
-        raise DartsError(f"cannot load model export {path}: the file is corrupt, truncated or not a "
-                         f"plain-data torch file ({_load_error_detail(err)})") from None
-
-    if not isinstance(payload, Mapping) or payload.get("format") != EXPORT_FORMAT:
-        found = (f"keys: {', '.join(map(str, list(payload)[:8]))}" if isinstance(payload, Mapping)
-                 else f"a {type(payload).__name__}")
-        raise DartsError(f"{path} is not a darts model export (no format marker {EXPORT_FORMAT!r}; "
-                         f"found {found}); export a trained network with darts.model.save")
-    version = payload.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DartsError(f"model export {path} has an invalid format_version {version!r}")
-    if version > EXPORT_FORMAT_VERSION:
-        raise DartsError(f"model export {path} has format version {version}, newer than this code reads "
-                         f"(up to {EXPORT_FORMAT_VERSION}); update darts")
-
-    missing = [key for key in ("class_name", "config", "genotype", "state_dict") if key not in payload]
-    if missing:
-        raise DartsError(f"model export {path} is incomplete: it lacks {', '.join(missing)}")
-    class_name = payload["class_name"]
-    network_class = NETWORK_CLASSES.get(class_name) if isinstance(class_name, str) else None
-    if network_class is None:
-        raise DartsError(f"model export {path} names an unknown network class {class_name!r}; "
-                         f"known: {', '.join(NETWORK_CLASSES)}")
-    config = payload["config"]
-    if not isinstance(config, Mapping):
-        raise DartsError(f"model export {path} has a malformed config: {type(config).__name__}")
-    try:
-        genotype = genotype_from_dict(payload["genotype"])
-    except DartsError as err:
-        raise DartsError(f"model export {path} holds an invalid genotype: {err}") from None
-    try:
-        model = network_class(genotype=genotype, **config)
-    except TypeError as err:
-        raise DartsError(f"model export {path} has a config that does not fit {class_name}: {err}") from None
-    except DartsError as err:
-        raise DartsError(f"model export {path}: {err}") from None
-
-    check_compatible(model, payload["state_dict"], source=f"model export {path}")
-    model.load_state_dict(payload["state_dict"])
-    if isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
-    return model.eval()

@@ -1,0 +1,44 @@
+"""Runs: the one engine (:mod:`darts.runs.loop`) and the tasks it drives.
+
+``run_search`` picks the task from what the configured strategy trains (``Strategy.trains``):
+``supernet`` -> :class:`~darts.runs.supernet.SupernetSearch`, ``candidates`` ->
+:class:`~darts.runs.candidates.CandidateTraining`; ``run_final`` runs
+:class:`~darts.runs.final.FinalTraining`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from darts.distributed import shutdown_distributed
+from darts.registry import Registry
+from darts.runs.candidates import CandidateTraining
+from darts.runs.final import FinalTraining
+from darts.runs.loop import Run, Task
+from darts.runs.supernet import SupernetSearch
+from darts.strategies import build_strategy
+
+# What a strategy trains -> the task that trains it: Task(cfg, context, strategy).
+SEARCH_TASKS: Registry[type[Task]] = Registry("kind of search (Strategy.trains)")
+SEARCH_TASKS.add("supernet", SupernetSearch)
+SEARCH_TASKS.add("candidates", CandidateTraining)
+
+
+def run_search(cfg, run_dir: Path) -> dict:
+    """Run (or resume) a search in ``run_dir`` and return its results."""
+    try:
+        strategy = build_strategy(cfg.strategy)
+        task_class = SEARCH_TASKS.get(strategy.trains)
+        return Run(cfg, run_dir, lambda cfg, context: task_class(cfg, context, strategy)).run()
+    finally:
+        shutdown_distributed()
+
+
+def run_final(cfg, run_dir: Path) -> dict:
+    """Train (or resume) the configured genotype in ``run_dir`` and return its results."""
+    try:
+        return Run(cfg, run_dir, FinalTraining).run()
+    finally:
+        shutdown_distributed()
+
+
+__all__ = ["Run", "SEARCH_TASKS", "Task", "run_final", "run_search"]

@@ -1,0 +1,195 @@
+"""The search-space contract, and the registry every space is chosen from.
+
+A search space is one subclass of :class:`SearchSpace` registered with ``@SPACES.register(name)``
+plus one file in ``conf/space/`` whose ``name`` selects it. It says, for the rest of the code:
+
+* its ops and cell topology: ``primitives``, ``cell_types`` (one alpha matrix each), ``num_edges``,
+  ``node_edges`` (which edges feed each node), ``edge_labels`` (heatmap rows);
+* the architecture parameters' shape: ``arch_shapes()`` = {cell type: (edges, ops)};
+* the supernet: ``build_supernet(num_classes, in_channels, mixed_op)``, an ``nn.Module`` called as
+  ``supernet(x, arch)`` with ``arch`` = {cell type: :class:`~darts.spaces.mixed.EdgeWeights`}
+  (x: (N, in_channels, H, W) -> logits (N, num_classes)); it owns no architecture parameters;
+* derivation: ``derive(weights)`` turns {cell type: (edges, ops) non-negative weights} into a genotype
+  by the space's published rule; ``random_architecture``/``architecture_genotype`` define a uniformly
+  random cell (random search);
+* the genotype format: ``genotype_class`` with ``from_dict``/``from_string``/``to_dict``/``__str__``/
+  ``ops()``/``cell_graphs()``; ``published_genotypes()`` by name;
+* the final network: ``build_network(genotype, train_cfg, num_classes, in_channels)``, one of
+  ``networks`` (``train_cfg.network``; ``auto`` = the first). Each network has ``config``,
+  ``genotype``, ``network_name``, ``set_drop_path_prob(p)`` and returns ``(logits, aux or None)`` in
+  training mode, ``logits`` in eval mode.
+"""
+from __future__ import annotations
+
+import abc
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn as nn
+
+from darts.errors import DartsError
+from darts.ops import OPS
+from darts.registry import Registry
+
+SPACES: Registry[type["SearchSpace"]] = Registry("search space")
+# A random cell: per cell type, each edge's op index, or None for an edge that is switched off.
+Architecture = dict[str, list[int | None]]
+
+
+class SearchSpace(abc.ABC):
+    """Built from the ``space`` config node: ``SPACES.get(cfg.name)(cfg)``."""
+
+    name: ClassVar[str]
+    genotype_class: ClassVar[type]
+    networks: ClassVar[dict[str, type[nn.Module]]]
+    cell_types: ClassVar[tuple[str, ...]]
+    # Whether the supernet puts an affine-free BN after each pool (DARTS does, NAS-Bench-201 does not);
+    # a strategy that builds its own mixed op (PC-DARTS) passes it on.
+    pool_bn: ClassVar[bool] = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        primitives = list(cfg.primitives)
+        if not primitives:
+            raise DartsError("search space needs at least one op in space.primitives")
+        if len(set(primitives)) != len(primitives):
+            raise DartsError(f"space.primitives lists an op twice: {primitives}")
+        OPS.check(primitives)
+        self.primitives = primitives
+
+    # -- topology ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def node_edges(self) -> list[range]:
+        """The edge indices feeding each computed node, in edge order: [range(0, 2), range(2, 5), ...]."""
+
+    @property
+    def num_edges(self) -> int:
+        return self.node_edges()[-1].stop
+
+    @abc.abstractmethod
+    def edge_labels(self) -> list[str]:
+        """One label per edge ('n1<-c_{k-1}', '2<-1', ...): the rows of the heatmaps."""
+
+    def arch_shapes(self) -> dict[str, tuple[int, int]]:
+        """{cell type: (edges, ops)}: the architecture parameters a strategy owns for this space."""
+        return {cell: (self.num_edges, len(self.primitives)) for cell in self.cell_types}
+
+    # -- supernet and derivation --------------------------------------------------------------
+    @abc.abstractmethod
+    def build_supernet(self, num_classes: int, in_channels: int, mixed_op=None) -> nn.Module:
+        """The supernet; ``mixed_op(C, stride, primitives)`` builds each edge (None: the space's own)."""
+
+    @abc.abstractmethod
+    def derive(self, weights: dict[str, torch.Tensor]):
+        """{cell type: (edges, ops) weights} -> the genotype, by the space's published rule."""
+
+    def random_op_choices(self) -> list[int]:
+        """Op indices a random cell draws from (a DARTS cell cannot hold ``none``; NB201 draws all)."""
+        return [k for k, name in enumerate(self.primitives) if name != "none"]
+
+    @abc.abstractmethod
+    def random_architecture(self, generator: torch.Generator) -> Architecture:
+        """A uniformly random cell per cell type, drawn with ``generator``."""
+
+    @abc.abstractmethod
+    def architecture_genotype(self, architecture: Architecture):
+        """The genotype of a random architecture."""
+
+    # -- genotypes ------------------------------------------------------------------------------
+    def published_genotypes(self) -> dict[str, Any]:
+        return {}
+
+    def parse_genotype(self, text: str):
+        """A genotype from its JSON (``to_dict``, optionally under "genotype") or its string form."""
+        text = str(text).strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DartsError(f"malformed genotype JSON: {err}") from None
+            if isinstance(data, dict) and isinstance(data.get("genotype"), (dict, str)):
+                data = data["genotype"]
+            return self.parse_genotype_dict(data)
+        return self.checked(self.genotype_class.from_string(text))
+
+    def parse_genotype_dict(self, data):
+        return self.checked(self.genotype_class.from_dict(data))
+
+    def checked(self, genotype):
+        """``genotype`` if its ops are all in ``primitives``; a DartsError naming the extra ones."""
+        extra = sorted(genotype.ops() - set(self.primitives))
+        if extra:
+            raise DartsError(f"genotype uses op(s) {', '.join(extra)} not in the configured op set "
+                             f"(space.primitives): {', '.join(self.primitives)}")
+        return genotype
+
+    def resolve_genotype(self, spec):
+        """A genotype from a published name, a genotype file, a search run directory (its
+        genotype.json) or a genotype string, in this space's format."""
+        spec = str(spec).strip()
+        published = self.published_genotypes()
+        if spec in published:
+            return self.checked(published[spec])
+        looks_like_text = spec.startswith(("{", "|")) or "(" in spec
+        path = Path(spec)
+        if not looks_like_text and path.is_dir():
+            if not (path / "genotype.json").is_file():
+                raise DartsError(f"directory {path} holds no genotype.json: is it a finished search run?")
+            path = path / "genotype.json"
+        if not looks_like_text and path.is_file():
+            try:
+                return self.parse_genotype(path.read_text())
+            except DartsError as err:
+                raise DartsError(f"{path}: {err}") from None
+            except UnicodeDecodeError:
+                raise DartsError(f"{path} is not a text genotype file") from None
+        if looks_like_text:
+            return self.parse_genotype(spec)
+        raise DartsError(f"unknown genotype {spec!r} for the {self.name} space; known genotypes: "
+                         f"{', '.join(published) or 'none'} (or give a genotype.json, a search run directory "
+                         "or a genotype string)")
+
+    # -- final network ------------------------------------------------------------------------------
+    def network_name(self, name: str) -> str:
+        """``name`` if it is one of this space's final networks; ``auto`` is the first of them."""
+        if name == "auto":
+            return next(iter(self.networks))
+        if name not in self.networks:
+            raise DartsError(f"network {name!r} cannot train genotypes of the {self.name} space; "
+                             f"valid choices: auto, {', '.join(self.networks)}")
+        return name
+
+    def network_class(self, name: str) -> type[nn.Module]:
+        return self.networks[self.network_name(name)]
+
+    @abc.abstractmethod
+    def build_network(self, genotype, train_cfg, num_classes: int, in_channels: int) -> nn.Module:
+        """The discrete network that final training trains from scratch."""
+
+
+def build_space(cfg) -> SearchSpace:
+    """The search space named ``cfg.name``, built from its config node."""
+    return SPACES.get(cfg.get("name"))(cfg)
+
+
+def space_of_network(network_name: str) -> type[SearchSpace]:
+    """The registered space whose final networks include ``network_name``."""
+    for space in SPACES.items():
+        if network_name in space[1].networks:
+            return space[1]
+    valid = [name for _, space in SPACES.items() for name in space.networks]
+    raise DartsError(f"unknown network {network_name!r}; valid choices: {', '.join(valid)}")
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DartsError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_primitives(primitives: Sequence[str]) -> list[str]:
+    primitives = list(primitives)
+    OPS.check(primitives)
+    return primitives

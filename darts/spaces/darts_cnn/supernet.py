@@ -1,0 +1,104 @@
+"""The DARTS supernet: cells of mixed operations, weighted by the architecture weights it is given."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from darts.fastpath import FastPathOptions
+from darts.kernels import concat_channels, dense_grad
+from darts.ops import FactorizedReduce, ReLUConvBN
+from darts.spaces.mixed import ArchWeights, EdgeWeights, MixedOp, run_edge
+
+
+class SearchCell(nn.Module):
+    """A cell whose every edge is a mixed op; outputs the concat of the last ``multiplier`` nodes.
+
+    forward: s0 (N, C_prev_prev, H0, W0), s1 (N, C_prev, H, W), EdgeWeights of (edges, ops)
+    -> (N, multiplier * C, H', W'), H' = H / 2 in a reduction cell.
+    """
+
+    def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str],
+                 mixed_op: Callable[..., nn.Module] = MixedOp):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for node in range(steps):
+            for source in range(node + 2):
+                stride = 2 if reduction and source < 2 else 1
+                self.edges.append(mixed_op(C, stride, primitives))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, edge_weights: EdgeWeights) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for step in range(self.steps):
+            node = None
+            for j, h in enumerate(states):
+                out = run_edge(self.edges[offset + j], h, edge_weights, offset + j)
+                if out is not None:
+                    node = out if node is None else node + out
+            if node is None:
+                raise ValueError(f"node {step} of a cell has every incoming edge switched off")
+            offset += len(states)
+            states.append(node)
+        return concat_channels(states[-self.multiplier:])
+
+
+class SuperNet(nn.Module):
+    """Stem, ``layers`` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
+
+    forward(x, arch): x (N, in_channels, H, W), arch {"normal": EdgeWeights, "reduce": EdgeWeights}
+    -> logits (N, num_classes).
+    """
+
+    def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
+                 stem_multiplier: int = 3, primitives: Sequence[str] = (), in_channels: int = 3,
+                 mixed_op: Callable[..., nn.Module] = MixedOp, stem_stride: int = 1):
+        super().__init__()
+        self.primitives = list(primitives)
+        self.steps = steps
+        self.config = dict(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
+                           stem_multiplier=stem_multiplier, primitives=self.primitives, in_channels=in_channels,
+                           stem_stride=stem_stride)
+        C_curr = stem_multiplier * C
+        # stem_stride=2 halves the resolution up front: a CPU-budget option; the published supernet uses 1.
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, stride=stem_stride, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for layer in range(layers):
+            reduction = layer in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                                         self.primitives, mixed_op))
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        self.checkpoint_cells = False
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.checkpoint_cells = options.checkpoint_cells
+
+    def forward(self, x: torch.Tensor, arch: ArchWeights) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
+        for cell in self.cells:
+            cell_weights = arch["reduce" if cell.reduction else "normal"]
+            if recompute:
+                s0, s1 = s1, checkpoint(cell, s0, s1, cell_weights, use_reentrant=False)
+            else:
+                s0, s1 = s1, cell(s0, s1, cell_weights)
+        return self.classifier(self.global_pooling(dense_grad(s1)).flatten(1))
