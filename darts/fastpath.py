@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 
@@ -28,3 +29,17 @@ def apply_fast_path(model: nn.Module, options: FastPathOptions) -> None:
         configure = getattr(module, "configure_fast_path", None)
         if callable(configure):
             configure(options)
+
+
+class CellCheckpointing:
+    """For a network of cells (a module mixin): takes ``checkpoint_cells`` from the fast-path options;
+    ``recomputes_cells()`` says whether this forward should recompute each cell in backward (training
+    with gradients only)."""
+
+    checkpoint_cells = False
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.checkpoint_cells = options.checkpoint_cells
+
+    def recomputes_cells(self) -> bool:
+        return self.checkpoint_cells and self.training and torch.is_grad_enabled()

@@ -118,11 +118,11 @@ class CandidateTraining(Task):
             self.current["train_time_s"] = current["train_time_s"]
 
     # -- the loop's parts ---------------------------------------------------------------------
+    def check_resume(self, run_dir: Path) -> None:
+        check_split_unchanged(run_dir, self.data)
+
     def start(self, run_dir: Path, logger: RunLogger, writes: bool, fresh: bool) -> None:
-        if not fresh:
-            check_split_unchanged(run_dir, self.data)
-        elif writes:
-            record_split(run_dir, self.cfg, self.data)
+        record_split(run_dir, self.cfg, self.data, writes, fresh)
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         index, local_epoch = divmod(epoch, self.epochs_per_candidate)

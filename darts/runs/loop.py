@@ -34,7 +34,8 @@ from darts.tracking import MetricAccumulator, RunLogger, write_json
 class Task(abc.ABC):
     """What a run trains. Built by its factory after the run's seed is set; the engine then calls
     ``load_state`` (on resume), ``start`` once, and per epoch ``start_epoch``, ``batches`` and
-    ``train_step``, then ``end_epoch`` and ``log_epoch``; ``finish`` at the end."""
+    ``train_step``, then ``end_epoch`` and ``log_epoch``; ``finish`` at the end. On resume
+    ``check_resume`` and ``load_state`` come first, before anything is written."""
 
     kind: str                       # results.json "kind": "search" | "final"
     name: str                       # the strategy or network name, checked on resume
@@ -42,6 +43,9 @@ class Task(abc.ABC):
     steps_per_epoch: int
     log_every: int = 0
     progress_keys: tuple[str, ...] = ("loss", "acc")
+
+    def check_resume(self, run_dir: Path) -> None:
+        """Before a resumed run writes anything: raise a DartsError to refuse it (another data split)."""
 
     def start(self, run_dir: Path, logger: RunLogger, writes: bool, fresh: bool) -> None:
         """Once, before the first epoch this process runs (``fresh``: the run's very first)."""
@@ -113,6 +117,7 @@ class Run(StoppableRun):
         if (state.get("kind"), state.get("name")) != (self.task.kind, self.task.name):
             raise DartsError(f"{source} was written by a {state.get('kind')} run of {state.get('name')!r}, "
                              f"not a {self.task.kind} run of {self.task.name!r}")
+        self.task.check_resume(self.run_dir)
         self.task.load_state(state["task"], source)
         set_rng_state(state["rng"])
         self.history = list(state["history"])

@@ -30,9 +30,11 @@ def genotype_record(genotype) -> dict:
     return {"genotype": genotype.to_dict(), "string": str(genotype)}
 
 
-def record_split(run_dir: Path, cfg, data: SearchData) -> None:
-    write_json(run_dir / "split.json", {"seed": cfg.seed, "portion": cfg.search.train_portion,
-                                        "weight_indices": data.weight_indices, "alpha_indices": data.alpha_indices})
+def record_split(run_dir: Path, cfg, data: SearchData, writes: bool, fresh: bool) -> None:
+    """A fresh run records its weight/alpha split in ``split.json`` (rank 0 only)."""
+    if fresh and writes:
+        write_json(run_dir / "split.json", {"seed": cfg.seed, "portion": cfg.search.train_portion,
+                                            "weight_indices": data.weight_indices, "alpha_indices": data.alpha_indices})
 
 
 def check_split_unchanged(run_dir: Path, data: SearchData) -> None:
@@ -96,11 +98,11 @@ class SupernetSearch(Task):
         self.data.alpha_stream.load_state_dict(state["alpha_stream"])
 
     # -- the loop's parts ---------------------------------------------------------------------
+    def check_resume(self, run_dir: Path) -> None:
+        check_split_unchanged(run_dir, self.data)
+
     def start(self, run_dir: Path, logger: RunLogger, writes: bool, fresh: bool) -> None:
-        if not fresh:
-            check_split_unchanged(run_dir, self.data)
-        elif writes:
-            record_split(run_dir, self.cfg, self.data)
+        record_split(run_dir, self.cfg, self.data, writes, fresh)
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()

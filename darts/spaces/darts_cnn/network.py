@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.fastpath import FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import concat_channels, dense_grad
 from darts.ops import FactorizedReduce, ReLUConvBN, build_op, is_identity
 from darts.spaces.darts_cnn.genotype import Genotype
@@ -210,7 +210,7 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
-class _FinalNetwork(nn.Module, abc.ABC):
+class _FinalNetwork(CellCheckpointing, nn.Module, abc.ABC):
     """Shared body: a stack of cells, an optional auxiliary head, global pooling and a classifier.
 
     Subclasses build ``self._stem`` behaviour and call :meth:`_build_cells`.
@@ -237,10 +237,6 @@ class _FinalNetwork(nn.Module, abc.ABC):
         self.set_drop_path_prob(drop_path_prob)
         self.reduction_layers = (layers // 3, 2 * layers // 3)
         self.auxiliary_layer = 2 * layers // 3
-        self.checkpoint_cells = False
-
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.checkpoint_cells = options.checkpoint_cells
 
     def set_drop_path_prob(self, drop_path_prob: float) -> None:
         drop_path_prob = float(drop_path_prob)
@@ -282,7 +278,7 @@ class _FinalNetwork(nn.Module, abc.ABC):
         s0, s1 = self._stem(x)
         logits_aux = None
         for index, cell in enumerate(self.cells):
-            if self.checkpoint_cells and self.training and torch.is_grad_enabled():
+            if self.recomputes_cells():
                 # Recompute the cell in backward; checkpoint replays the RNG, so drop path matches.
                 s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob, use_reentrant=False)
             else:

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from darts.fastpath import FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import concat_channels, dense_grad
 from darts.ops import FactorizedReduce, ReLUConvBN
 from darts.spaces.mixed import ArchWeights, EdgeWeights, MixedOp, run_edge
@@ -54,7 +54,7 @@ class SearchCell(nn.Module):
         return concat_channels(states[-self.multiplier:])
 
 
-class SuperNet(nn.Module):
+class SuperNet(CellCheckpointing, nn.Module):
     """Stem, ``layers`` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
 
     forward(x, arch): x (N, in_channels, H, W), arch {"normal": EdgeWeights, "reduce": EdgeWeights}
@@ -87,14 +87,10 @@ class SuperNet(nn.Module):
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self.checkpoint_cells = False
-
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.checkpoint_cells = options.checkpoint_cells
 
     def forward(self, x: torch.Tensor, arch: ArchWeights) -> torch.Tensor:
         s0 = s1 = self.stem(x)
-        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
+        recompute = self.recomputes_cells()
         for cell in self.cells:
             cell_weights = arch["reduce" if cell.reduction else "normal"]
             if recompute:

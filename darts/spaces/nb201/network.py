@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.fastpath import FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import dense_grad
 from darts.ops import ReLUConvBN, build_op
 from darts.spaces.base import positive_int
@@ -65,7 +65,7 @@ class NB201Cell(nn.Module):
         return nodes[-1]
 
 
-class NB201Network(nn.Module):
+class NB201Network(CellCheckpointing, nn.Module):
     """The benchmark's evaluation network for one cell: stem (conv3x3 + BN to C), 3 stages of N
     cells (C, 2C, 4C) joined by residual reductions, BN + ReLU, global pooling, linear.
 
@@ -84,7 +84,6 @@ class NB201Network(nn.Module):
         self.genotype = genotype
         self.config = {"C": C, "num_classes": num_classes, "N": N, "in_channels": in_channels}
         self.drop_path_prob = 0.0
-        self.checkpoint_cells = False
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells = nn.ModuleList()
         C_prev = C
@@ -101,12 +100,9 @@ class NB201Network(nn.Module):
         if drop_path_prob:
             raise DartsError(f"NB201Network has no drop path; set train.drop_path_prob=0 (got {drop_path_prob})")
 
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.checkpoint_cells = options.checkpoint_cells
-
     def forward(self, x: torch.Tensor):
         h = self.stem(x)
-        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
+        recompute = self.recomputes_cells()
         for cell in self.cells:
             h = checkpoint(cell, h, use_reentrant=False) if recompute else cell(h)
         logits = self.classifier(self.global_pooling(dense_grad(self.lastact(h))).flatten(1))

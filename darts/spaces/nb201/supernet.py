@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from darts.fastpath import FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import dense_grad
 from darts.spaces.mixed import ArchWeights, EdgeWeights, run_edge
 from darts.spaces.nb201.genotype import NB201_EDGES, NB201_NODES
@@ -40,7 +40,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201SuperNet(nn.Module):
+class NB201SuperNet(CellCheckpointing, nn.Module):
     """Stem (conv3x3 + BN to C), 3 stages of N search cells (C, 2C, 4C) joined by residual reductions,
     BN + ReLU, global pooling, linear. Every cell reads the one ``normal`` weight matrix.
 
@@ -64,14 +64,10 @@ class NB201SuperNet(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self.checkpoint_cells = False
-
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.checkpoint_cells = options.checkpoint_cells
 
     def forward(self, x: torch.Tensor, arch: ArchWeights) -> torch.Tensor:
         cell_weights = arch["normal"]
-        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
+        recompute = self.recomputes_cells()
         h = self.stem(x)
         for cell in self.cells:
             if isinstance(cell, ResidualReduction):
