@@ -87,3 +87,10 @@ def test_no_module_is_over_400_lines():
     sizes = {str(path.relative_to(REPO_ROOT)): len(path.read_text().splitlines())
              for path in (REPO_ROOT / "darts").rglob("*.py")}
     assert {path: lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
+
+
+def test_every_top_level_module_has_a_layer():
+    listed = (REPO_ROOT / "tests" / "importlinter.ini").read_text()
+    modules = {path.stem for path in (REPO_ROOT / "darts").glob("*.py") if path.stem != "__init__"}
+    modules |= {path.name for path in (REPO_ROOT / "darts").iterdir() if (path / "__init__.py").is_file()}
+    assert sorted(name for name in modules if f"darts.{name}" not in listed) == []

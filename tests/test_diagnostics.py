@@ -1,0 +1,56 @@
+"""The dominant Hessian eigenvalue by power iteration against the exact spectrum (autograd's
+Hessian): on a quadratic with a known spectrum and on a tiny supernet's architecture weights."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from darts.diagnostics import dominant_eigenvalue, hessian_eigenvalues
+from darts.spaces import build_space
+from darts.spaces.mixed import EdgeWeights
+
+
+def quadratic(eigenvalues):
+    """0.5 x^T A x with A = Q diag(eigenvalues) Q^T for a fixed rotation Q."""
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), dtype=torch.float64))
+    matrix = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    x = torch.randn(len(eigenvalues), dtype=torch.float64, requires_grad=True)
+    return (lambda: 0.5 * x @ matrix @ x), x
+
+
+@pytest.mark.parametrize("eigenvalues, dominant", [([5.0, 1.0, 0.5, -0.2], 5.0), ([-7.0, 3.0, 1.0], -7.0)])
+def test_power_iteration_finds_the_known_dominant_eigenvalue_of_a_quadratic(eigenvalues, dominant):
+    loss_fn, x = quadratic(eigenvalues)
+    assert dominant_eigenvalue(loss_fn, [x], iters=200, tol=1e-10) == pytest.approx(dominant, rel=1e-6)
+    torch.testing.assert_close(hessian_eigenvalues(loss_fn, [x]), torch.tensor(sorted(eigenvalues),
+                                                                               dtype=torch.float64))
+
+
+def test_on_a_tiny_supernet_it_is_within_two_percent_of_autograds_hessian():
+    cfg = OmegaConf.create({"name": "nb201", "primitives": ["skip_connect", "nor_conv_1x1"],
+                            "C": 4, "N": 1})
+    space = build_space(cfg)
+    torch.manual_seed(0)
+    model = space.build_supernet(num_classes=3, in_channels=2).double()
+    alphas = torch.randn(space.arch_shapes()["normal"], dtype=torch.float64, requires_grad=True)
+    inputs, targets = torch.randn(4, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
+
+    def loss_of(alpha):
+        logits = model(inputs, {"normal": EdgeWeights(torch.softmax(alpha, -1))})
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    reference = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, alphas.detach()).reshape(
+        alphas.numel(), alphas.numel()))
+    largest = reference[reference.abs().argmax()].item()
+    estimate = dominant_eigenvalue(lambda: loss_of(alphas), [alphas], iters=100, tol=1e-8)
+    assert estimate == pytest.approx(largest, rel=0.02)
+    torch.testing.assert_close(hessian_eigenvalues(lambda: loss_of(alphas), [alphas]), reference)
+
+
+def test_the_global_rng_is_left_alone_and_bad_params_are_refused():
+    loss_fn, x = quadratic([2.0, 1.0])
+    state = torch.get_rng_state()
+    dominant_eigenvalue(loss_fn, [x])
+    assert torch.equal(state, torch.get_rng_state())
+    with pytest.raises(ValueError, match="require grad"):
+        dominant_eigenvalue(loss_fn, [x.detach()])
