@@ -14,10 +14,12 @@ import copy
 
 import torch
 import torch.nn as nn
+from omegaconf import OmegaConf
 
 from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
-from darts.genotypes import resolve_genotype
-from darts.model import NetworkCIFAR
+from darts.spaces import DartsSpace
+from darts.spaces.darts_cnn.genotype import PRIMITIVES
+from darts.spaces.darts_cnn.network import NetworkCIFAR
 
 PAPER_STEPS = 600 * (50000 // 96)
 
@@ -50,7 +52,8 @@ def main(argv=None) -> dict:
     runtime = make_runtime(args)
     device = runtime.device
     torch.manual_seed(0)
-    network = NetworkCIFAR(args.C, 10, args.layers, True, resolve_genotype(args.genotype))
+    space = DartsSpace(OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES))))
+    network = NetworkCIFAR(args.C, 10, args.layers, True, space.resolve_genotype(args.genotype))
     pristine = copy.deepcopy(network)
     forward = runtime.prepare(network)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True)

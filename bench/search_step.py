@@ -20,19 +20,22 @@ import torch
 from omegaconf import OmegaConf
 
 from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
-from darts.genotypes import PRIMITIVES
-from darts.strategies import build_strategy, strategy_class
+from darts.spaces import build_space
+from darts.spaces.darts_cnn.genotype import PRIMITIVES
+from darts.strategies import STRATEGIES, build_strategy
 
 OPTIM = OmegaConf.create(dict(weights=dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0),
                               alphas=dict(lr=3e-4, betas=[0.5, 0.999], weight_decay=1e-3)))
 PAPER_STEPS = 50 * (25000 // 64)
 
 
-def build(args, runtime, model=None, hessian="finite_difference"):
-    space = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=args.C, layers=args.layers, steps=4,
-                                  multiplier=4, stem_multiplier=3))
+def build(args, runtime, model=None, arch_state=None, hessian="finite_difference"):
+    """The strategy set up on a supernet: a fresh one (seed 0), or ``model`` with the architecture
+    parameters ``arch_state`` (a copy of another build's, so that both compute the same function)."""
+    space = build_space(OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=args.C, layers=args.layers,
+                                              steps=4, multiplier=4, stem_multiplier=3)))
     options = dict(name=args.strategy)
-    accepted = inspect.signature(strategy_class(options).__init__).parameters
+    accepted = inspect.signature(STRATEGIES.get(args.strategy).__init__).parameters
     # Strategies without an order (GDAS, DrNAS, random_ws) are first-order methods.
     if "order" in accepted:
         options.update(order=args.order, **({"hessian": hessian} if args.order == 2 else {}))
@@ -42,8 +45,16 @@ def build(args, runtime, model=None, hessian="finite_difference"):
     if model is None:
         torch.manual_seed(0)
         model = strategy.build_supernet(space, 10, 3)
-    strategy.setup(model, OPTIM, epochs=50, steps_per_epoch=PAPER_STEPS // 50, runtime=runtime)
+    strategy.setup(space, model, OPTIM, epochs=50, steps_per_epoch=PAPER_STEPS // 50, runtime=runtime)
+    if arch_state is not None:
+        strategy.arch.load_state_dict(arch_state)
     return strategy, model
+
+
+def arch_state_of(strategy):
+    """A CPU copy of the strategy's architecture parameters (None for one without any: random_ws)."""
+    arch = getattr(strategy, "arch", None)
+    return None if arch is None else {name: value.detach().cpu().clone() for name, value in arch.state_dict().items()}
 
 
 def loss_and_alpha_gradient(strategy, train_batch, alpha_batch):
@@ -51,7 +62,7 @@ def loss_and_alpha_gradient(strategy, train_batch, alpha_batch):
         grads, loss, _ = strategy.unrolled_alpha_gradient(train_batch, alpha_batch)
         return loss.detach(), grads
     loss, _ = strategy.loss(alpha_batch)
-    return loss.detach(), torch.autograd.grad(loss, strategy.alphas)
+    return loss.detach(), torch.autograd.grad(loss, strategy.arch_parameters())
 
 
 def main(argv=None) -> dict:
@@ -67,7 +78,7 @@ def main(argv=None) -> dict:
     runtime = make_runtime(args)
     device = runtime.device
     strategy, model = build(args, runtime)
-    pristine = copy.deepcopy(model).cpu()
+    pristine, pristine_arch = copy.deepcopy(model).cpu(), arch_state_of(strategy)
     generator = torch.Generator().manual_seed(1)
     make = lambda: (torch.randn(args.batch, 3, 32, 32, generator=generator).to(device, memory_format=runtime.memory_format),
                     torch.randint(0, 10, (args.batch,), generator=generator).to(device))
@@ -88,8 +99,9 @@ def main(argv=None) -> dict:
         # Same weights, same batch: the configured path against eager float32. Second order is
         # compared with the exact Hessian-vector product: the published finite difference moves the
         # weights by 0.01 across ReLU kinks, so float rounding alone changes it by several per cent.
-        fast, _ = build(args, make_runtime(args), copy.deepcopy(pristine), hessian="exact")
-        base, _ = build(args, make_runtime(args, baseline=True), copy.deepcopy(pristine), hessian="exact")
+        fast, _ = build(args, make_runtime(args), copy.deepcopy(pristine), pristine_arch, hessian="exact")
+        base, _ = build(args, make_runtime(args, baseline=True), copy.deepcopy(pristine), pristine_arch,
+                        hessian="exact")
         fast_loss, fast_grad = loss_and_alpha_gradient(fast, train_batch, alpha_batch)
         contiguous = lambda batch: (batch[0].contiguous(), batch[1])  # the baseline's own NCHW layout
         base_loss, base_grad = loss_and_alpha_gradient(base, contiguous(train_batch), contiguous(alpha_batch))

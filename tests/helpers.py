@@ -1,4 +1,4 @@
-"""Shared test utilities: compose Hydra configs in-process and run the CLI scripts."""
+"""Shared test utilities: compose Hydra configs in-process, run the CLI scripts, run a run with a test's task."""
 from __future__ import annotations
 
 import json
@@ -35,3 +35,18 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
     assert "Traceback" not in output, output
     for fragment in fragments:
         assert fragment in output, output
+
+
+def run_task(cfg, run_dir: Path, task_class) -> dict:
+    """Run (or resume) a search or final training in ``run_dir`` as ``run_search``/``run_final`` do, with
+    ``task_class``: the task they would pick or a test's subclass of it, which hooks into the task's
+    steps (``Run``'s task factory is how a run is given its task)."""
+    from darts.runs import SEARCH_TASKS, Run
+    from darts.runs.final import FinalTraining
+    from darts.strategies import build_strategy
+
+    if issubclass(task_class, FinalTraining):
+        return Run(cfg, run_dir, task_class).run()
+    strategy = build_strategy(cfg.strategy)
+    assert issubclass(task_class, SEARCH_TASKS.get(strategy.trains)), (task_class, strategy.trains)
+    return Run(cfg, run_dir, lambda cfg, context: task_class(cfg, context, strategy)).run()

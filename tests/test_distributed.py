@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from darts.data import Augment, DeviceBatches, EpochBatchSampler, ImageTensors
 from darts.distributed import Distributed, convert_to_global_batchnorm, lr_scale, shard_sizes
 from darts.errors import DartsError
-from darts.genotypes import PRIMITIVES
-from darts.supernet import SuperNet
+from darts.spaces import EdgeWeights
+from darts.spaces.darts_cnn.genotype import PRIMITIVES
+from darts.spaces.darts_cnn.supernet import SuperNet
+from darts.strategies.arch import ArchParameters
 from helpers import REPO_ROOT, read_json
 
 
@@ -71,8 +73,16 @@ def test_batch_semantics_and_learning_rate_scaling_are_config_choices():
 
 # -- gradients and BatchNorm across 2 gloo processes, float64 --------------------------------------
 def tiny_supernet():
+    """The supernet's weights and, drawn after them as a strategy does, its alphas (14 edges a cell)."""
     torch.manual_seed(0)
-    return SuperNet(C=4, num_classes=5, layers=3, primitives=PRIMITIVES).double()
+    model = SuperNet(C=4, num_classes=5, layers=3, primitives=PRIMITIVES).double()
+    arch = ArchParameters({cell: (14, len(PRIMITIVES)) for cell in ("normal", "reduce")}).double()
+    return model, arch
+
+
+def forward(model, arch, images):
+    """DARTS's mixing: softmax(alpha) on every edge."""
+    return model(images, {cell: EdgeWeights(torch.softmax(alphas, dim=-1)) for cell, alphas in arch.alphas().items()})
 
 
 def global_batch():
@@ -85,13 +95,15 @@ def rank_gradients(rank, world_size, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         group = Distributed(rank=rank, world_size=world_size, sync_bn=True)
-        model = group.prepare_model(tiny_supernet())
+        model, arch = tiny_supernet()
+        model = group.prepare_model(model)
         images, labels = global_batch()
         part = slice(rank * 4, rank * 4 + 4)
-        loss = F.cross_entropy(model(images[part]), labels[part])
+        loss = F.cross_entropy(forward(model, arch, images[part]), labels[part])
         loss.backward()
-        group.average_gradients(model.parameters())
-        torch.save({name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        group.average_gradients([*model.parameters(), *arch.parameters()])
+        torch.save({name: p.grad for name, p in [*model.named_parameters(), *arch.named_parameters()]
+                    if p.grad is not None}
                    | {f"buffer:{name}": b for name, b in model.named_buffers()},
                    out_dir / f"rank{rank}.pt")
     finally:
@@ -108,10 +120,10 @@ def free_port():
 
 def test_two_ranks_compute_the_single_process_gradients_and_statistics(tmp_path):
     mp.spawn(rank_gradients, args=(2, free_port(), tmp_path), nprocs=2)
-    model = tiny_supernet()
+    model, arch = tiny_supernet()
     images, labels = global_batch()
-    F.cross_entropy(model(images), labels).backward()
-    expected = {name: p.grad for name, p in model.named_parameters()} | {
+    F.cross_entropy(forward(model, arch, images), labels).backward()
+    expected = {name: p.grad for name, p in [*model.named_parameters(), *arch.named_parameters()]} | {
         f"buffer:{name}": b for name, b in model.named_buffers()}
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert ranks[0].keys() == expected.keys()
@@ -219,7 +231,7 @@ def test_two_process_final_training_equals_one_process_and_only_rank0_writes(tmp
 
 
 def test_a_rank_removes_only_a_stray_directory_that_hydra_alone_wrote(tmp_path):
-    from darts.engine import remove_hydra_only_directory
+    from darts.runs.context import remove_hydra_only_directory
 
     stray, real = tmp_path / "12-00-01", tmp_path / "12-00-00"
     for directory in (stray, real):

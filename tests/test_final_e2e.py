@@ -4,12 +4,15 @@ import json
 import pytest
 import torch
 
-from darts import model as networks
+from darts import export
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
-from darts.genotypes import DARTS_V1, DARTS_V2, PC_DARTS
-from darts.train import FinalRun, run_final
-from helpers import assert_clean_failure, compose_config, read_json, run_script
+from darts.runs import Run, run_final
+from darts.runs.final import FinalTraining
+from darts.runs.training import multiply_adds
+from darts.spaces.darts_cnn.genotype import DARTS_V1, DARTS_V2, PC_DARTS
+from darts.spaces.darts_cnn.network import NetworkImageNet
+from helpers import assert_clean_failure, compose_config, read_json, run_script, run_task
 
 
 def final_config(*overrides):
@@ -29,7 +32,7 @@ def test_smoke_final_training_from_a_genotype_string(tmp_path):
     assert isinstance(results["multiply_adds"], int) and results["multiply_adds"] > 0
     assert results["epochs"] == 2 and len(results["history"]) == 2
     assert results["history"][0]["drop_path_prob"] == 0.0 and results["history"][1]["drop_path_prob"] == 0.1
-    loaded = networks.load(run_dir / "model.pt")
+    loaded = export.load(run_dir / "model.pt")
     assert loaded.genotype == PC_DARTS and not loaded.training
     assert (run_dir / "cells" / "reduce.png").is_file() and (run_dir / CHECKPOINT_NAME).is_file()
     assert json.loads((run_dir / "genotype.json").read_text())["genotype"] == PC_DARTS.to_dict()
@@ -38,9 +41,7 @@ def test_smoke_final_training_from_a_genotype_string(tmp_path):
 def test_multiply_adds_are_counted_exactly_for_darts_v2_on_imagenet():
     # torch's counter sees convolutions and linear layers; the published 574 M for DARTS_V2 at C=48,
     # 14 cells also counts pooling, BN and additions, which add a few per cent.
-    from darts.train import multiply_adds
-
-    net = networks.NetworkImageNet(48, 1000, 14, False, DARTS_V2)
+    net = NetworkImageNet(48, 1000, 14, False, DARTS_V2)
     assert multiply_adds(net, (3, 224, 224), "cpu") == 529_911_552
     assert 0.9 * 574e6 < 529_911_552 < 574e6
     # Exact on a layer whose count is known by hand: 3x3 conv, 3 -> 8 channels, 5x5 output, plus a linear.
@@ -56,35 +57,40 @@ def test_genotype_given_by_name_file_run_directory_and_string(tmp_path):
     (tmp_path / "pc.json").write_text(PC_DARTS.to_json())
     for spec, expected in [("DARTS_V2", DARTS_V2), (str(search_dir), DARTS_V1),
                            (str(tmp_path / "pc.json"), PC_DARTS), (str(DARTS_V1), DARTS_V1)]:
-        run = FinalRun(final_config(f'genotype="{spec}"', "train.epochs=1"), tmp_path / str(len(spec)))
-        assert run.model.genotype == expected
+        run = Run(final_config(f'genotype="{spec}"', "train.epochs=1"), tmp_path / str(len(spec)), FinalTraining)
+        assert run.task.model.genotype == expected
 
 
-def test_resumed_training_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatch):
+class Interrupted(Exception):
+    pass
+
+
+def test_resumed_training_ends_exactly_like_an_uninterrupted_one(tmp_path):
     full = run_final(final_config(), tmp_path / "full")
+    trained = []
 
-    class Interrupted(Exception):
-        pass
+    class CountsEpochs(FinalTraining):
+        def start_epoch(self, epoch):
+            trained.append(epoch)
+            return super().start_epoch(epoch)
 
-    original = FinalRun.train_epoch
-    calls = []
+    class DiesInSecondEpoch(CountsEpochs):
+        """Killed as its second epoch starts, after the first epoch's checkpoint."""
 
-    def train_then_die(self, epoch, *args):
-        if epoch == 1:
-            raise Interrupted
-        calls.append(epoch)
-        return original(self, epoch, *args)
+        def start_epoch(self, epoch):
+            if epoch == 1:
+                raise Interrupted
+            return super().start_epoch(epoch)
 
-    monkeypatch.setattr(FinalRun, "train_epoch", train_then_die)
     with pytest.raises(Interrupted):
-        run_final(final_config(), tmp_path / "cut")
-    monkeypatch.setattr(FinalRun, "train_epoch", original)
-    resumed = run_final(final_config("resume=true"), tmp_path / "cut")
-    assert calls == [0]
+        run_task(final_config(), tmp_path / "cut", DiesInSecondEpoch)
+    assert trained == [0] and not (tmp_path / "cut" / "results.json").exists()
+    resumed = run_task(final_config("resume=true"), tmp_path / "cut", CountsEpochs)
+    assert trained == [0, 1], "a resumed run trains only the epochs it had not finished"
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
     assert resumed["test_top1"] == full["test_top1"]
-    a = networks.load(tmp_path / "full" / "model.pt").state_dict()
-    b = networks.load(tmp_path / "cut" / "model.pt").state_dict()
+    a = export.load(tmp_path / "full" / "model.pt").state_dict()
+    b = export.load(tmp_path / "cut" / "model.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -92,7 +98,7 @@ def test_resumed_training_ends_exactly_like_an_uninterrupted_one(tmp_path, monke
     (["genotype=DARTS_V3"], "known genotypes: DARTS_V1, DARTS_V2"),
     (["genotype='Genotype(normal=[(sep_conv_3x3, 0)'"], "malformed genotype"),
     (["space.primitives=[none,sep_conv_3x3,skip_connect,max_pool_3x3]"], "not in the configured op set"),
-    (["train.network=resnet"], "unknown network 'resnet'"),
+    (["train.network=resnet"], "network 'resnet'.*valid choices: .*cifar"),
 ])
 def test_bad_final_input_raises_a_readable_error(tmp_path, overrides, message):
     with pytest.raises(DartsError, match=message):
@@ -104,9 +110,9 @@ def test_checkpoint_of_another_genotype_or_size_is_refused_untouched(tmp_path):
     run_final(final_config("train.epochs=1"), tmp_path / "run")
     checkpoint = (tmp_path / "run" / CHECKPOINT_NAME).read_bytes()
     with pytest.raises(DartsError, match="different genotype"):
-        FinalRun(final_config("train.epochs=1", "resume=true", "genotype=DARTS_V1"), tmp_path / "run")
+        Run(final_config("train.epochs=1", "resume=true", "genotype=DARTS_V1"), tmp_path / "run", FinalTraining)
     with pytest.raises(DartsError, match="different network"):
-        FinalRun(final_config("train.epochs=1", "resume=true", "train.C=6"), tmp_path / "run")
+        Run(final_config("train.epochs=1", "resume=true", "train.C=6"), tmp_path / "run", FinalTraining)
     assert (tmp_path / "run" / CHECKPOINT_NAME).read_bytes() == checkpoint
 
 

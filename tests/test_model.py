@@ -1,33 +1,16 @@
-"""Tests for darts.model: the discrete networks, drop path, export/load, compatibility checks."""
+"""The DARTS final networks (darts.spaces.darts_cnn.network): published sizes, the forward contract,
+the auxiliary heads and drop path. Export and load are tested in test_export.py."""
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import darts.model as model_module
 from darts.errors import DartsError
-from darts.genotypes import DARTS_V1, DARTS_V2, Genotype
-from darts.model import (
-    AuxiliaryHeadCIFAR,
-    Cell,
-    NetworkCIFAR,
-    NetworkImageNet,
-    check_compatible,
-    count_parameters,
-    drop_path,
-    load,
-    save,
-)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from darts.export import count_parameters
+from darts.spaces.darts_cnn.genotype import DARTS_V2
+from darts.spaces.darts_cnn.network import AuxiliaryHeadCIFAR, Cell, NetworkCIFAR, NetworkImageNet, drop_path
 
 
 def small_cifar(auxiliary=True, genotype=DARTS_V2, C=8, layers=5, **kwargs):
@@ -162,23 +145,49 @@ def test_drop_path_never_touches_identity_edges():
     assert torch.equal(out, torch.cat([zeros, zeros, pre0, pre0], dim=1))
 
 
+def is_identity_edge(genotype, reduction, edge):
+    """By hand: a skip_connect is the identity unless it reads a cell input of a reduction cell
+    (stride 2, a factorized reduce)."""
+    op_name, node_input = (genotype.reduce if reduction else genotype.normal)[edge]
+    return op_name == "skip_connect" and not (reduction and node_input < 2)
+
+
 @pytest.mark.parametrize("reduction, expected_drops", [(False, 6), (True, 5)])
-def test_drop_path_is_applied_to_every_non_identity_edge(monkeypatch, reduction, expected_drops):
-    calls = []
-
-    def recording_drop_path(x, drop_prob, generator=None):
-        calls.append(drop_prob)
-        return x
-
-    monkeypatch.setattr(model_module, "drop_path", recording_drop_path)
+def test_drop_path_is_applied_to_every_non_identity_edge(reduction, expected_drops):
+    """The cell's output rebuilt from each op's own output (forward hooks) and drop path's masks
+    drawn in edge order from the same generator: every non-identity edge, and only those, is
+    dropped with the cell's probability, in training mode only."""
+    torch.manual_seed(0)
     cell = Cell(DARTS_V2, 8, 8, 4, reduction=reduction, reduction_prev=False).train()
-    s = torch.randn(2, 8, 8, 8)
-    cell(s, s, drop_prob=0.3)
+    outputs = {}
+    for edge, op in enumerate(cell.ops):
+        op.register_forward_hook(lambda module, inputs, out, edge=edge: outputs.__setitem__(edge, out.detach()))
     # Normal: 8 edges, 2 skip_connect. Reduce: 8 edges, 3 skip_connect from node 2 (stride 1 -> identity).
-    assert calls == [0.3] * expected_drops
-    calls.clear()
-    cell.eval()(s, s, drop_prob=0.3)
-    assert calls == []
+    dropped = [edge for edge in range(len(cell.ops)) if not is_identity_edge(DARTS_V2, reduction, edge)]
+    assert len(dropped) == expected_drops
+
+    def expected_output(drop_prob, seed):
+        generator = torch.Generator().manual_seed(seed)
+        nodes = []
+        for node in range(cell.steps):
+            total = 0
+            for edge in (2 * node, 2 * node + 1):
+                h = outputs[edge]
+                if edge in dropped and drop_prob > 0:
+                    mask = torch.empty(h.shape[0], 1, 1, 1).bernoulli_(1 - drop_prob, generator=generator)
+                    h = h / (1 - drop_prob) * mask
+                total = total + h
+            nodes.append(total)
+        states = [None, None, *nodes]
+        return torch.cat([states[index] for index in cell.concat], dim=1)
+
+    s = torch.randn(16, 8, 8, 8)
+    with torch.no_grad():
+        out = cell(s, s, drop_prob=0.3, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out, expected_output(0.3, 0), rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(out, expected_output(0.0, 0))   # some samples were dropped
+        out = cell.eval()(s, s, drop_prob=0.3, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out, expected_output(0.0, 0), rtol=1e-6, atol=1e-6)
 
 
 def test_drop_path_is_off_in_eval_mode():

@@ -12,11 +12,11 @@ import torch
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
 from darts.preemption import PREEMPTED_EXIT_CODE, Preempted, StopSignals, finish_preempted
-from darts.search import run_search
+from darts.runs import run_final, run_search
+from darts.runs.final import FinalTraining
+from darts.strategies import STRATEGIES
 from darts.strategies.darts import DARTS
-from darts.train import run_final
-import darts.train
-from helpers import REPO_ROOT, compose_config, read_json
+from helpers import REPO_ROOT, compose_config, read_json, run_task
 
 
 def search_config(*overrides):
@@ -29,28 +29,28 @@ def final_config(*overrides):
                                     *overrides])
 
 
-def signal_at_call(monkeypatch, owner, name, call_number, signum=signal.SIGTERM):
-    """Make ``owner.name`` send ``signum`` to this process during its ``call_number``-th call."""
-    original = getattr(owner, name)
+def signalling(cls, method, call_number, signum=signal.SIGTERM):
+    """A subclass of ``cls`` whose ``method`` sends ``signum`` to this process during its
+    ``call_number``-th call (the signal arrives mid-step, as a scheduler's would)."""
     calls = []
 
-    def wrapped(*args, **kwargs):
+    def wrapped(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == call_number:
             os.kill(os.getpid(), signum)
-        return original(*args, **kwargs)
+        return getattr(super(subclass, self), method)(*args, **kwargs)
 
-    monkeypatch.setattr(owner, name, wrapped)
-    return calls
+    subclass = type(f"Signalling{cls.__name__}", (cls,), {method: wrapped})
+    return subclass
 
 
-def test_search_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+def test_search_stopped_mid_epoch_resumes_exactly(tmp_path):
     full = run_search(search_config(), tmp_path / "full")
-    # The smoke data gives 4 steps an epoch: the 6th call is the second epoch's second step.
-    signal_at_call(monkeypatch, DARTS, "step", 6)
-    with pytest.raises(Preempted, match="SIGTERM at epoch 1 step 2"):
-        run_search(search_config(), tmp_path / "cut")
-    monkeypatch.undo()
+    # The smoke data gives 4 steps an epoch: the 6th step is the second epoch's second.
+    # The subclass keeps DARTS's name, so the checkpoint is a darts run's and resumes as one.
+    with STRATEGIES.temporarily("signalling_darts", signalling(DARTS, "step", 6)):
+        with pytest.raises(Preempted, match="SIGTERM at epoch 1 step 2"):
+            run_search(search_config("strategy.name=signalling_darts"), tmp_path / "cut")
     state = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=False)
     assert state["epoch"] == 0 and state["interrupted"]["epoch"] == 1 and state["interrupted"]["step"] == 2
     assert not (tmp_path / "cut" / "results.json").exists()
@@ -62,12 +62,10 @@ def test_search_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     assert [h["alpha_loss"] for h in resumed["history"]] == [h["alpha_loss"] for h in full["history"]]
 
 
-def test_final_training_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+def test_final_training_stopped_mid_epoch_resumes_exactly(tmp_path):
     full = run_final(final_config(), tmp_path / "full")
-    signal_at_call(monkeypatch, darts.train, "train_step", 3, signal.SIGUSR1)
     with pytest.raises(Preempted, match="SIGUSR1 at epoch 0 step 3"):
-        run_final(final_config(), tmp_path / "cut")
-    monkeypatch.undo()
+        run_task(final_config(), tmp_path / "cut", signalling(FinalTraining, "train_step", 3, signal.SIGUSR1))
     resumed = run_final(final_config("resume=auto"), tmp_path / "cut")
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
     assert resumed["test_top1"] == full["test_top1"] and resumed["test_loss"] == full["test_loss"]

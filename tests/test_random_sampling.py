@@ -1,14 +1,20 @@
-"""Plain random sampling: selection, seeded distinct draws, resume, the held-out split, bad input."""
-import pytest
+"""Plain random sampling: selection, seeded distinct draws, resume (between and inside candidates),
+the held-out split, bad input."""
+import os
+import signal
 
-import darts.data
+import pytest
+import torch
+
 from darts.checkpoint import CHECKPOINT_NAME
+from darts.data import DATASETS
 from darts.errors import DartsError
-from darts.genotypes import genotype_from_dict, parse_genotype
-from darts.search import run_search
-from darts.strategies import random_sampling
-from darts.strategies.random_sampling import RandomSamplingRun
-from helpers import compose_config, read_json
+from darts.preemption import Preempted
+from darts.runs import run_search
+from darts.runs.candidates import CandidateTraining
+from darts.spaces import SPACES, DartsSpace, build_space
+from darts.spaces.darts_cnn.genotype import Genotype
+from helpers import compose_config, read_json, run_task
 
 
 def sampling_config(*overrides):
@@ -21,23 +27,46 @@ def without_timings(candidates):
     return [{k: v for k, v in record.items() if not k.endswith("time_s")} for record in candidates]
 
 
-def test_the_genotype_is_the_first_best_candidate_by_validation_accuracy(tmp_path, monkeypatch):
-    # Scripted accuracies: candidates 1 and 3 tie for the best, so the earlier one (1) must win.
-    accuracies = iter([40.0, 75.0, 50.0, 75.0])
-    real_evaluate = random_sampling.evaluate
+def scripted_accuracy_space(correct_counts):
+    """The darts space, but each network it builds answers its evaluation (eval mode) with scripted
+    logits: the k-th network evaluated gets its first ``correct_counts[k]`` images right (class 0, the
+    only label of a one-class dataset) and the rest wrong (a second column wins)."""
+    counts = iter(correct_counts)
+    assigned = {}
 
-    def scripted_evaluate(*args, **kwargs):
-        return {**real_evaluate(*args, **kwargs), "top1": next(accuracies)}
+    def scripted_logits(network, inputs, logits):
+        if network.training:
+            return None
+        if network not in assigned:
+            assigned[network] = next(counts)
+        scripted = torch.zeros(logits.shape[0], 2, device=logits.device)
+        scripted[:assigned[network], 0] = 1.0
+        scripted[assigned[network]:, 1] = 1.0
+        return scripted
 
-    monkeypatch.setattr(random_sampling, "evaluate", scripted_evaluate)
+    class ScriptedAccuracySpace(DartsSpace):
+        def build_network(self, genotype, train_cfg, num_classes, in_channels):
+            network = super().build_network(genotype, train_cfg, num_classes, in_channels)
+            network.register_forward_hook(scripted_logits)
+            return network
+
+    return ScriptedAccuracySpace
+
+
+def test_the_genotype_is_the_first_best_candidate_by_validation_accuracy(tmp_path):
+    # Scripted accuracies on the 16 alpha-split images: candidates 1 and 3 tie for the best
+    # (12 of 16 right), so the earlier one (1) must win.
     run_dir = tmp_path / "run"
-    results = run_search(sampling_config("strategy.num_candidates=4"), run_dir)
+    with SPACES.temporarily("scripted", scripted_accuracy_space([4, 12, 8, 12])):
+        results = run_search(sampling_config("strategy.num_candidates=4", "space.name=scripted",
+                                             "dataset.num_classes=1"), run_dir)
 
     candidates = results["candidates"]
-    assert [record["val_acc"] for record in candidates] == [40.0, 75.0, 50.0, 75.0]
+    assert [record["val_acc"] for record in candidates] == [25.0, 75.0, 50.0, 75.0]
     assert results["best_candidate"] == 1 and results["alpha_eval_acc"] == 75.0
     assert results["genotype"] == candidates[1]["genotype"]
-    assert parse_genotype((run_dir / "genotype.json").read_text()) == genotype_from_dict(candidates[1]["genotype"])
+    space = build_space(sampling_config().space)
+    assert space.parse_genotype((run_dir / "genotype.json").read_text()) == Genotype.from_dict(candidates[1]["genotype"])
     assert all(record["params_m"] > 0 for record in candidates)
     assert sorted(p.name for p in (run_dir / "genotypes").iterdir()) == [f"candidate_{i:03d}.json" for i in range(4)]
     assert read_json(run_dir / "genotypes" / "candidate_002.json")["val_acc"] == 50.0
@@ -59,49 +88,79 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
+def counting(trained, stop_at_epoch=None, signal_at_step=None):
+    """A CandidateTraining that records the run epochs it starts (and the steps it takes), raises
+    Interrupted as epoch ``stop_at_epoch`` starts, or sends SIGTERM during its ``signal_at_step``-th step."""
+    steps = []
+
+    class Counting(CandidateTraining):
+        def start_epoch(self, epoch):
+            if epoch == stop_at_epoch:
+                raise Interrupted
+            trained.append(epoch)
+            return super().start_epoch(epoch)
+
+        def train_step(self, batch, epoch):
+            steps.append(epoch)
+            if len(steps) == signal_at_step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().train_step(batch, epoch)
+
+    return Counting, steps
+
+
+def test_resume_after_an_interruption_trains_only_the_unfinished_candidates(tmp_path):
     full = run_search(sampling_config(), tmp_path / "full")
 
-    # Kill a second run right after the checkpoint of its second candidate.
-    original_end = RandomSamplingRun.end_of_candidate
-
-    def end_then_die(self, record):
-        original_end(self, record)
-        if record["candidate"] == 1:
-            raise Interrupted
-
-    monkeypatch.setattr(RandomSamplingRun, "end_of_candidate", end_then_die)
+    # One epoch a candidate: run epoch k is candidate k. Killed right after the checkpoint of its
+    # second candidate, as the third starts.
+    trained = []
+    dies, _ = counting(trained, stop_at_epoch=2)
     with pytest.raises(Interrupted):
-        run_search(sampling_config(), tmp_path / "cut")
-    monkeypatch.setattr(RandomSamplingRun, "end_of_candidate", original_end)
+        run_task(sampling_config(), tmp_path / "cut", dies)
+    assert trained == [0, 1]
     assert (tmp_path / "cut" / CHECKPOINT_NAME).is_file() and not (tmp_path / "cut" / "results.json").exists()
 
     with pytest.raises(DartsError, match="splits the data differently"):
         run_search(sampling_config("resume=true", "search.train_portion=0.75"), tmp_path / "cut")
-    trained = []
-    original_train = RandomSamplingRun.train_candidate
-
-    def counting_train(self, index, genotype):
-        trained.append(index)
-        return original_train(self, index, genotype)
-
-    monkeypatch.setattr(RandomSamplingRun, "train_candidate", counting_train)
-    resumed = run_search(sampling_config("resume=true"), tmp_path / "cut")
+    trained.clear()
+    resumed = run_task(sampling_config("resume=true"), tmp_path / "cut", counting(trained)[0])
     assert trained == [2], "a resumed run trains only the candidates it had not finished"
     assert without_timings(resumed["candidates"]) == without_timings(full["candidates"])
     assert resumed["genotype"] == full["genotype"]
 
 
-def test_the_test_split_is_never_loaded(tmp_path, monkeypatch):
+def test_a_stop_signal_inside_a_candidate_resumes_inside_it(tmp_path):
+    # Two candidates of two epochs of two steps: run epochs 0-1 are candidate 0, 2-3 candidate 1.
+    options = ("strategy.num_candidates=2", "strategy.train.epochs=2", "dataset.num_train=64")
+    full = run_search(sampling_config(*options), tmp_path / "full")
+
+    trained = []
+    signalling, steps = counting(trained, signal_at_step=5)     # candidate 1's first step
+    with pytest.raises(Preempted, match="SIGTERM at epoch 2 step 1"):
+        run_task(sampling_config(*options), tmp_path / "cut", signalling)
+    state = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=False)
+    assert state["epoch"] == 1 and (state["interrupted"]["epoch"], state["interrupted"]["step"]) == (2, 1)
+    assert len(state["task"]["candidates"]) == 1       # candidate 0 finished, candidate 1 in training
+
+    trained.clear()
+    counted, steps = counting(trained)
+    resumed = run_task(sampling_config(*options, "resume=auto"), tmp_path / "cut", counted)
+    assert trained == [2, 3] and steps == [2, 3, 3], "the resumed run goes on from candidate 1's second step"
+    assert without_timings(resumed["candidates"]) == without_timings(full["candidates"])
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert resumed["genotype"] == full["genotype"]
+
+
+def test_the_test_split_is_never_loaded(tmp_path):
     loaded = []
-    real_load = darts.data._load
 
-    def recording_load(cfg, split, *args, **kwargs):
+    def recording(cfg, split, view):
         loaded.append(split)
-        return real_load(cfg, split, *args, **kwargs)
+        return DATASETS.get("synthetic")(cfg, split, view)
 
-    monkeypatch.setattr(darts.data, "_load", recording_load)
-    results = run_search(sampling_config("strategy.num_candidates=1"), tmp_path / "run")
+    with DATASETS.temporarily("recording", recording):
+        results = run_search(sampling_config("strategy.num_candidates=1", "dataset.name=recording"), tmp_path / "run")
     assert loaded == ["train"]
     assert not [key for key in results if "test" in key]
 
@@ -109,7 +168,7 @@ def test_the_test_split_is_never_loaded(tmp_path, monkeypatch):
 @pytest.mark.parametrize("overrides, message", [
     (["strategy.num_candidates=0"], "strategy.num_candidates must be a positive integer"),
     (["strategy.train.network=nb201"], "cannot train genotypes of the darts space; valid choices: auto, cifar"),
-    (["strategy.train.network=resnet"], "unknown strategy.train.network 'resnet'; valid choices"),
+    (["strategy.train.network=resnet"], "strategy.train.network.*'resnet'.*valid choices"),
     (["space.primitives=[none]"], "needs an op other than 'none'"),
     (["space=nb201", "space.N=1", "space.primitives=[skip_connect]"], "too small for strategy.num_candidates=3"),
     (["space=nb201", "space.N=1", "strategy.train.auxiliary=true"],

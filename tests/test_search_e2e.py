@@ -6,9 +6,11 @@ import torch
 
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
-from darts.genotypes import PRIMITIVES, Genotype, parse_genotype
-from darts.search import SearchRun, run_search
-from helpers import assert_clean_failure, compose_config, read_json, run_script
+from darts.runs import run_search
+from darts.runs.supernet import SupernetSearch
+from darts.spaces import build_space
+from darts.spaces.darts_cnn.genotype import Genotype
+from helpers import assert_clean_failure, compose_config, read_json, run_script, run_task
 
 
 def test_smoke_search_writes_a_complete_run_directory(tmp_path):
@@ -17,7 +19,8 @@ def test_smoke_search_writes_a_complete_run_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[epoch 3/3]" in result.stdout and "eta" in result.stdout
 
-    genotype = parse_genotype((run_dir / "genotype.json").read_text())
+    space = build_space(compose_config("search", ["experiment=smoke"]).space)
+    genotype = space.parse_genotype((run_dir / "genotype.json").read_text())
     assert isinstance(genotype, Genotype) and genotype.steps == 4
     results = read_json(run_dir / "results.json")
     assert Genotype.from_dict(results["genotype"]) == genotype
@@ -46,22 +49,22 @@ class Interrupted(Exception):
     pass
 
 
-def test_resumed_search_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatch):
+class DiesAfterSecondEpoch(SupernetSearch):
+    """Killed right after its second epoch's checkpoint, as the third epoch starts."""
+
+    def start_epoch(self, epoch):
+        if epoch == 2:
+            raise Interrupted
+        return super().start_epoch(epoch)
+
+
+def test_resumed_search_ends_exactly_like_an_uninterrupted_one(tmp_path):
     full = run_search(search_config(tmp_path / "full"), tmp_path / "full")
 
-    # Kill a second run right after its second epoch's checkpoint.
-    original_end_of_epoch = SearchRun.end_of_epoch
-
-    def end_of_epoch_then_die(self, epoch, record):
-        original_end_of_epoch(self, epoch, record)
-        if epoch == 1:
-            raise Interrupted
-
-    monkeypatch.setattr(SearchRun, "end_of_epoch", end_of_epoch_then_die)
     with pytest.raises(Interrupted):
-        run_search(search_config(tmp_path / "cut"), tmp_path / "cut")
-    monkeypatch.setattr(SearchRun, "end_of_epoch", original_end_of_epoch)
+        run_task(search_config(tmp_path / "cut"), tmp_path / "cut", DiesAfterSecondEpoch)
     assert not (tmp_path / "cut" / "results.json").exists()
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
 
     with pytest.raises(DartsError, match="splits the data differently"):
         run_search(search_config(tmp_path / "cut", "resume=true", "search.train_portion=0.25"), tmp_path / "cut")

@@ -157,6 +157,7 @@ class SearchSpace(abc.ABC):
         if name == "auto":
             return next(iter(self.networks))
         if name not in self.networks:
+            space_of_network(name)  # a name no space knows is "unknown", with every space's networks listed
             raise DartsError(f"network {name!r} cannot train genotypes of the {self.name} space; "
                              f"valid choices: auto, {', '.join(self.networks)}")
         return name
