@@ -6,3 +6,33 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 # Tests are timed against 2 cores; more threads only add contention there.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+# ---------------------------------------------------------------------------
+# Shared fixtures (supernet tests)
+# ---------------------------------------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def record_cell_weights():
+    """``record(model)`` -> a list that collects ``(cell type, EdgeWeights)`` for every search-cell
+    call of ``model``, seen through forward pre-hooks (the cell's last positional argument is its
+    EdgeWeights). The hooks are removed when the test ends."""
+    from darts.spaces.darts_cnn.supernet import SearchCell
+    from darts.spaces.nb201.supernet import NB201SearchCell
+
+    handles = []
+
+    def record(model):
+        seen = []
+        for module in model.modules():
+            if isinstance(module, (SearchCell, NB201SearchCell)):
+                cell_type = "reduce" if getattr(module, "reduction", False) else "normal"
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, args, cell_type=cell_type: seen.append((cell_type, args[-1]))))
+        return seen
+
+    yield record
+    for handle in handles:
+        handle.remove()

@@ -2,12 +2,25 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from darts.errors import DartsError
-from darts.genotypes import (DARTS_V1, DARTS_V2, PC_DARTS, PRIMITIVES, Genotype, derive_genotype,
-                             parse_genotype, resolve_genotype)
+from darts.spaces import DartsSpace, build_space
+from darts.spaces.darts_cnn.genotype import (DARTS_V1, DARTS_V2, PC_DARTS, PRIMITIVES, Genotype, derive_from_weights,
+                                             derive_genotype)
 
 PUBLISHED = [DARTS_V1, DARTS_V2, PC_DARTS]
+
+
+def darts_space(primitives=PRIMITIVES, steps=4) -> DartsSpace:
+    space = build_space(OmegaConf.create(dict(name="darts", primitives=list(primitives), C=4, layers=3, steps=steps,
+                                              multiplier=4, stem_multiplier=3)))
+    assert isinstance(space, DartsSpace)
+    return space
+
+
+SPACE = darts_space()
+parse_genotype, resolve_genotype = SPACE.parse_genotype, SPACE.resolve_genotype
 
 
 def test_primitives_are_the_published_eight_in_order():
@@ -64,6 +77,25 @@ def test_resolve_genotype_by_name_file_directory_and_string(tmp_path):
     assert resolve_genotype(str(PC_DARTS)) == PC_DARTS
     with pytest.raises(DartsError, match="DARTS_V2"):
         resolve_genotype("DARTS_V3")
+    assert resolve_genotype("DARTS") == DARTS_V2 and resolve_genotype("PC_DARTS") == PC_DARTS
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DartsError, match="holds no genotype.json"):
+        resolve_genotype(str(empty))
+
+
+def test_a_space_reads_only_genotypes_of_its_own_ops():
+    subset = darts_space(primitives=["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3"])
+    assert subset.resolve_genotype("DARTS_V1") == DARTS_V1  # uses only ops in the subset
+    with pytest.raises(DartsError, match="op\\(s\\) dil_conv_3x3 not in the configured op set"):
+        darts_space(primitives=["max_pool_3x3", "skip_connect", "sep_conv_3x3"]).resolve_genotype("DARTS_V2")
+    with pytest.raises(DartsError, match="sep_conv_5x5"):
+        subset.parse_genotype(str(PC_DARTS))
+    # No cross-space guessing: an NB201 cell is not a DARTS genotype.
+    with pytest.raises(DartsError):
+        SPACE.parse_genotype("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|")
+    with pytest.raises(DartsError):
+        SPACE.parse_genotype_dict({"nb201": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"})
 
 
 def one_hot_alphas(choices, steps=4, primitives=PRIMITIVES, strong=5.0):
@@ -129,6 +161,23 @@ def test_derivation_matches_the_rule_on_random_alphas():
         expected = [(PRIMITIVES[1 + rows[j].argmax().item()], j) for j in best_edges]
         assert list(genotype.normal[2 * node:2 * node + 2]) == expected
         start += node + 2
+
+
+def test_space_derivation_is_the_published_rule_on_the_weights_it_is_given():
+    # derive_genotype = softmax, then the rule; a space derives from weights as given (PC-DARTS scales
+    # each edge's row by its normalised beta before): scaling the rows down can change the edges kept.
+    torch.manual_seed(1)
+    alphas = {"normal": torch.randn(14, 8), "reduce": torch.randn(14, 8)}
+    weights = {cell: torch.softmax(a, -1) for cell, a in alphas.items()}
+    assert SPACE.derive(weights) == derive_genotype(alphas["normal"], alphas["reduce"])
+    node0_first = SPACE.derive(weights).normal[0][1]
+    scales = torch.ones(14, 1)
+    scales[node0_first] = 1e-3  # the edge ranked first on node 0 now ranks second
+    scaled = SPACE.derive({cell: w * scales for cell, w in weights.items()})
+    assert [source for _, source in scaled.normal[:2]] == [1 - node0_first, node0_first]
+    assert scaled.normal[2:] == SPACE.derive(weights).normal[2:]
+    with pytest.raises(DartsError, match="do not fit 4 steps"):
+        derive_from_weights({"normal": torch.ones(5, 8), "reduce": torch.ones(5, 8)}, PRIMITIVES, 4)
 
 
 def test_derivation_without_none_in_the_op_set():

@@ -1,16 +1,20 @@
 """The fast path's hand-written gradients equal autograd's, and are skipped when a pass does not ask."""
+import contextlib
 import copy
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 import darts.kernels as kernels
-from darts.genotypes import PRIMITIVES
+from darts.fastpath import FastPathOptions, apply_fast_path
 from darts.kernels import depthwise_conv2d, weighted_sum
-from darts.ops import FactorizedReduce
+from darts.ops import OPS, ActivationFirst, FactorizedReduce, activation_signature
 from darts.runtime import Runtime
-from darts.supernet import MixedOp
+from darts.spaces.darts_cnn.genotype import PRIMITIVES
+from darts.spaces.mixed import MixedOp
 
 CPU = torch.device("cpu")
 # (kernel, dilation, stride): every depthwise conv of the DARTS ops, plus a stride-2 undilated one
@@ -40,22 +44,31 @@ def test_depthwise_conv_equals_native_conv_with_gradients_and_double_backward(ke
         assert torch.autograd.gradgradcheck(conv, (x, weight))
 
 
-def test_depthwise_weight_gradient_is_skipped_when_the_pass_does_not_ask_for_it(monkeypatch):
-    calls = []
-    original = kernels.depthwise_weight_grad
-    monkeypatch.setattr(kernels, "depthwise_weight_grad", lambda *args: calls.append(1) or original(*args))
+def profiled_ops(fn) -> list[str]:
+    """The names of the operators ``fn`` runs (the backward ones included), from the torch profiler."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return [event.name for event in prof.events()]
+
+
+def test_depthwise_gradients_are_skipped_when_the_pass_does_not_ask_for_them():
+    # A 3x3 kernel dilated by 2 on an 8x8 input: the weight gradient is one aten::convolution_backward
+    # over the polyphase images, the input gradient one forward convolution with the flipped kernel.
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
     weight = torch.randn(4, 1, 3, 3, requires_grad=True)
     scale = torch.ones(1, requires_grad=True)
     loss = depthwise_conv2d(x * scale, weight, 1, 2, 2).square().sum()
-    torch.autograd.grad(loss, [scale], retain_graph=True)
-    loss.backward(inputs=[scale], retain_graph=True)
-    assert calls == []
-    (weight_grad,) = torch.autograd.grad(loss, [weight], retain_graph=True)
-    assert calls == [1]
+    for only_input in (lambda: torch.autograd.grad(loss, [scale], retain_graph=True),
+                       lambda: loss.backward(inputs=[scale], retain_graph=True)):
+        ran = profiled_ops(only_input)
+        assert "aten::convolution_backward" not in ran and "aten::flip" in ran
+    assert scale.grad is not None
+    weight_grad = []
+    ran = profiled_ops(lambda: weight_grad.extend(torch.autograd.grad(loss, [weight], retain_graph=True)))
+    assert ran.count("aten::convolution_backward") == 1 and "aten::flip" not in ran
     expected = torch.autograd.grad(F.conv2d(x * scale, weight, padding=2, dilation=2, groups=4).square().sum(),
                                    [weight])[0]
-    torch.testing.assert_close(weight_grad, expected)
+    torch.testing.assert_close(weight_grad[0], expected)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -76,42 +89,120 @@ def test_weighted_sum_equals_autograd_and_leaves_unused_weights_at_zero(channels
     assert grad[[0, 2, 3, 5, 6]].abs().max() == 0
 
 
-def mixed_op_pair(stride):
+FUSED = FastPathOptions(fused_mixed_ops=True, depthwise_conv_grads=True)
+
+
+def mixed_op_pair(stride, primitives=PRIMITIVES, dtype=torch.float64, C=4):
+    """The published mixed op and a copy with the fast path on (same weights)."""
     torch.manual_seed(0)
-    plain = MixedOp(4, stride, PRIMITIVES).double()
+    plain = MixedOp(C, stride, primitives).to(dtype)
     fused = copy.deepcopy(plain)
-    fused.fused = True
-    for module in fused.modules():
-        if isinstance(module, kernels.DepthwiseConv2d):
-            module.conv_grads = True
+    apply_fast_path(fused, FUSED)
+    assert fused.fused and not plain.fused
     return plain, fused
+
+
+def assert_fused_equals_plain(plain, fused, x, tolerance=None):
+    """Forward and backward (input, mixing weights and op parameters) of the two mixed ops agree."""
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(len(plain.primitives), dtype=x.dtype, generator=gen)
+    results = []
+    for op in (plain, fused):
+        inputs, weights = x.clone().requires_grad_(), logits.clone().requires_grad_()
+        out = op(inputs, torch.softmax(weights, 0))
+        grads = torch.autograd.grad(out.square().sum(), [inputs, weights, *op.parameters()])
+        results.append((out, grads))
+    tolerance = tolerance or {}
+    torch.testing.assert_close(results[1][0], results[0][0], **tolerance)
+    assert len(results[1][1]) == len(results[0][1]) >= 2
+    for got, expected in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, expected, **tolerance)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [8, 7])
-def test_fused_mixed_op_equals_the_published_one(stride, size):
-    plain, fused = mixed_op_pair(stride)
-    x = torch.randn(3, 4, size, size, dtype=torch.float64)
-    alphas = torch.randn(len(PRIMITIVES), dtype=torch.float64)
-    results = []
-    for op in (plain, fused):
-        inputs, weights = x.clone().requires_grad_(), alphas.clone().requires_grad_()
-        out = op(inputs, torch.softmax(weights, 0))
-        grads = torch.autograd.grad(out.square().sum(), [inputs, weights, *op.parameters()])
-        results.append((out, grads))
-    torch.testing.assert_close(results[1][0], results[0][0])
-    for got, expected in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, expected)
+def test_fused_mixed_op_equals_the_published_one_for_every_registered_op(stride, size):
+    primitives = OPS.names()  # every op in the registry, whatever registers one
+    assert set(PRIMITIVES) <= set(primitives) and {"nor_conv_1x1", "nor_conv_3x3"} <= set(primitives)
+    plain, fused = mixed_op_pair(stride, primitives)
+    assert_fused_equals_plain(plain, fused, torch.randn(3, 4, size, size, dtype=torch.float64))
 
 
-def test_fused_mixed_op_runs_one_relu_for_its_four_convolutions(monkeypatch):
+class GELUConvBN(ActivationFirst):
+    """GELU, k x k conv, BN: an op that starts with another activation than ReLU."""
+
+    def __init__(self, C, stride, kernel_size=3, approximate="none", affine=True):
+        super().__init__(nn.GELU(approximate=approximate),
+                         nn.Conv2d(C, C, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(C, affine=affine))
+
+
+TEST_OPS = {
+    "gelu_conv_3x3": lambda C, stride, affine: GELUConvBN(C, stride, 3, affine=affine),
+    "gelu_conv_1x1": lambda C, stride, affine: GELUConvBN(C, stride, 1, affine=affine),
+    # Same activation type, other settings: must not share the exact GELU's output.
+    "gelu_tanh_conv_3x3": lambda C, stride, affine: GELUConvBN(C, stride, 3, approximate="tanh", affine=affine),
+    # Starts with a GELU but does not expose it: runs its own forward.
+    "gelu_plain_conv_3x3": lambda C, stride, affine: nn.Sequential(
+        nn.GELU(), nn.Conv2d(C, C, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(C, affine=affine)),
+}
+
+
+@pytest.fixture
+def gelu_ops():
+    """The TEST_OPS registered in darts.ops.OPS for one test."""
+    with contextlib.ExitStack() as stack:
+        for name, factory in TEST_OPS.items():
+            stack.enter_context(OPS.temporarily(name, factory))
+        yield list(TEST_OPS)
+
+
+def activation_calls(op):
+    """Per mixed-op member with an exposed activation, a list that counts its activation's calls."""
+    calls = {}
+    for name, member in zip(op.primitives, op.ops):
+        if activation_signature(member) is not None:
+            calls[name] = []
+            member.activation.register_forward_hook(lambda m, args, out, seen=calls[name]: seen.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("order", ["gelu_first", "gelu_last", "interleaved"])
+def test_fused_mixed_op_keeps_each_ops_own_activation(gelu_ops, order, stride, size):
+    # The regression: a fused forward once gave every op the first op's activation. Here GELU-first ops
+    # are mixed with every built-in (ReLU-first) op, first, last or in between, in float32.
+    builtins = [name for name in OPS.names() if name not in gelu_ops]
+    primitives = {"gelu_first": gelu_ops + builtins, "gelu_last": builtins + gelu_ops,
+                  "interleaved": [name for pair in zip(builtins, gelu_ops + [None] * len(builtins))
+                                  for name in pair if name is not None]}[order]
+    assert sorted(primitives) == sorted(OPS.names())
+    plain, fused = mixed_op_pair(stride, primitives, dtype=torch.float32)
+    signatures = {name: activation_signature(op) for name, op in zip(fused.primitives, fused.ops)}
+    assert signatures["gelu_conv_3x3"] == signatures["gelu_conv_1x1"] == "GELU(approximate='none')"
+    assert signatures["gelu_tanh_conv_3x3"] == "GELU(approximate='tanh')"
+    assert signatures["gelu_plain_conv_3x3"] is None and signatures["sep_conv_3x3"] == "ReLU()"
+    x = torch.randn(3, 4, size, size)
+    calls = activation_calls(fused)
+    assert_fused_equals_plain(plain, fused, x, tolerance=dict(rtol=1e-5, atol=1e-5))
+    # Each activation was computed once per forward for all the ops that share it.
+    by_signature = {}
+    for name, seen in calls.items():
+        by_signature.setdefault(signatures[name], []).append(len(seen))
+    assert {signature: sum(counts) for signature, counts in by_signature.items()} == {
+        "ReLU()": 1, "GELU(approximate='none')": 1, "GELU(approximate='tanh')": 1}
+
+
+def test_fused_mixed_op_runs_one_relu_for_its_four_convolutions():
     plain, fused = mixed_op_pair(1)
     counts = {}
     for name, op in (("plain", plain), ("fused", fused)):
         calls = []
-        monkeypatch.setattr(torch, "relu", lambda t, calls=calls, relu=torch.relu: calls.append(1) or relu(t))
+        for module in op.modules():
+            if isinstance(module, nn.ReLU):
+                module.register_forward_hook(lambda m, args, out: calls.append(m))
         op(torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.full((len(PRIMITIVES),), 0.125, dtype=torch.float64))
-        monkeypatch.undo()
         counts[name] = len(calls)
     # sep_conv (2 ReLUs each, the first shared), dil_conv (1 each): 6 unfused, 1 shared + 2 inner fused.
     assert counts == {"plain": 6, "fused": 3}
@@ -204,11 +295,35 @@ def test_subsampled_halves_equal_slicing_with_gradients_and_double_backward(size
     torch.testing.assert_close(only_even, torch.autograd.grad(x[:, :, ::2, ::2].sum(), [x])[0])
 
 
-def test_stride_two_mixed_op_subsamples_its_activation_once(monkeypatch):
+def graph_nodes(tensor):
+    """Every autograd node ``tensor`` was computed through."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+def halves_nodes(tensor):
+    return {node for node in graph_nodes(tensor) if type(node).__name__ == "_HalvesBackward"}
+
+
+def test_stride_two_mixed_op_subsamples_its_activation_once():
     plain, fused = mixed_op_pair(2)
-    assert [fused.primitives[k] for k in fused.from_halves] == ["skip_connect", "dil_conv_3x3", "dil_conv_5x5"]
-    calls = []
-    original = kernels._Halves.apply
-    monkeypatch.setattr(kernels._Halves, "apply", lambda x: calls.append(x.shape) or original(x))
-    fused(torch.randn(3, 4, 8, 8, dtype=torch.float64), torch.softmax(torch.randn(len(PRIMITIVES)), 0).double())
-    assert calls == [(3, 4, 8, 8)]
+    takes_halves = [name for name, op in zip(fused.primitives, fused.ops) if getattr(op, "takes_halves", False)]
+    assert takes_halves == ["skip_connect", "dil_conv_3x3", "dil_conv_5x5"]
+    # Each op's output, seen by a forward hook on its last module (they run forward_halves, not forward).
+    outputs = {}
+    for name, op in zip(fused.primitives, fused.ops):
+        if name in takes_halves:
+            last = op.bn if isinstance(op, FactorizedReduce) else op[-1]
+            last.register_forward_hook(lambda m, args, out, name=name: outputs.__setitem__(name, out))
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    out = fused(x, torch.softmax(torch.randn(len(PRIMITIVES)), 0).double())
+    # One subsampling of the shared activation, and all three ops read it.
+    (shared,) = halves_nodes(out)
+    assert set(outputs) == set(takes_halves)
+    assert all(halves_nodes(outputs[name]) == {shared} for name in takes_halves)

@@ -10,9 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from darts.errors import DartsError
-from darts.genotypes import DARTS_V2, PRIMITIVES
-from darts.model import NetworkCIFAR
+from darts.fastpath import FastPathOptions, apply_fast_path
 from darts.runtime import Runtime, build_runtime
+from darts.spaces import build_space
+from darts.spaces.darts_cnn.genotype import DARTS_V2, PRIMITIVES
+from darts.spaces.darts_cnn.network import NetworkCIFAR
 from darts.strategies import build_strategy
 
 SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,
@@ -81,13 +83,25 @@ def test_retained_memory_serves_large_tensors_from_the_heap():
     assert mapped[True] == 0
 
 
-def strategy_with(runtime, order=1, model=None):
+def strategy_with(runtime, order=1, twin_of=None):
+    """A DARTS strategy on a tiny supernet; ``twin_of``: start from a copy of that strategy's supernet
+    weights and alphas."""
+    space = build_space(SPACE)
     strategy = build_strategy(OmegaConf.create(dict(name="darts", order=order)))
-    if model is None:
+    if twin_of is None:
         torch.manual_seed(0)
-        model = strategy.build_supernet(SPACE, 4, 3)
-    strategy.setup(model, OPTIM, epochs=2, steps_per_epoch=2, runtime=runtime)
+        model = strategy.build_supernet(space, 4, 3)
+    else:
+        model = copy.deepcopy(twin_of.model)
+    strategy.setup(space, model, OPTIM, epochs=2, steps_per_epoch=2, runtime=runtime)
+    if twin_of is not None:
+        strategy.arch.load_state_dict(twin_of.arch.state_dict())
     return strategy, model
+
+
+def trained_parameters(strategy):
+    """What a search step trains: the supernet's weights and the strategy's alphas."""
+    return list(strategy.model.parameters()) + strategy.arch_parameters()
 
 
 def batches(n=3):
@@ -96,22 +110,23 @@ def batches(n=3):
 
 
 def test_fast_path_takes_the_same_steps_as_the_eager_baseline():
-    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True))
-    base, base_model = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False),
-                                     model=copy.deepcopy(fast_model))
+    fast, _ = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True))
+    base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False),
+                            twin_of=fast)
+    assert all(torch.equal(a, b) for a, b in zip(trained_parameters(fast), trained_parameters(base)))
     data = batches()
     for strategy in (fast, base):
         for step in range(2):
             strategy.step(data[step], iter([data[2]]), epoch=0)
-    for a, b in zip(fast_model.parameters(), base_model.parameters()):
+    for a, b in zip(trained_parameters(fast), trained_parameters(base)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_fast_path_second_order_gradient_matches_the_baseline():
     # Compared before Adam: its normalisation turns float noise on near-zero gradients into full steps.
-    fast, fast_model = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True), order=2)
+    fast, _ = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True), order=2)
     base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False), order=2,
-                            model=copy.deepcopy(fast_model))
+                            twin_of=fast)
     data = batches()
     for strategy in (fast, base):
         strategy.weight_step(data[2])  # a momentum buffer for the virtual step
@@ -124,30 +139,32 @@ def test_fast_path_second_order_gradient_matches_the_baseline():
 def test_alpha_step_computes_no_weight_gradients_on_the_fast_path():
     strategy, model = strategy_with(Runtime(CPU))
     seen = []
-    for weight in model.weight_parameters():
+    for weight in model.parameters():
         weight.register_hook(lambda grad: seen.append(grad))
     data = batches()
+    alphas = [a.detach().clone() for a in strategy.arch_parameters()]
     strategy.alpha_step(data[0], data[1])
-    assert seen == [] and all(w.grad is None for w in model.weight_parameters())
+    assert seen == [] and all(w.grad is None for w in model.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(alphas, strategy.arch_parameters()))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_search_step_runs_on_cpu_and_tracks_float32(dtype):
-    amp, model = strategy_with(Runtime(CPU, amp_dtype=dtype))
-    full, _ = strategy_with(Runtime(CPU), model=copy.deepcopy(model))
+    amp, _ = strategy_with(Runtime(CPU, amp_dtype=dtype))
+    full, _ = strategy_with(Runtime(CPU), twin_of=amp)
     data = batches()
     assert amp.runtime.scaler.is_enabled() == (dtype == torch.float16)
     amp_metrics = amp.step(data[0], iter([data[1]]), epoch=0)
     full_metrics = full.step(data[0], iter([data[1]]), epoch=0)
     rel = abs(amp_metrics["loss_sum"] - full_metrics["loss_sum"]) / full_metrics["loss_sum"]
     assert rel < 5e-2
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(p).all() for p in trained_parameters(amp))
     assert "grad_scaler" in amp.checkpointables()
 
 
 def test_second_order_under_autocast_stays_float32():
-    amp, model = strategy_with(Runtime(CPU, amp_dtype=torch.bfloat16), order=2)
-    full, _ = strategy_with(Runtime(CPU), order=2, model=copy.deepcopy(model))
+    amp, _ = strategy_with(Runtime(CPU, amp_dtype=torch.bfloat16), order=2)
+    full, _ = strategy_with(Runtime(CPU), order=2, twin_of=amp)
     data = batches()
     got, _, _ = amp.unrolled_alpha_gradient(data[0], data[1])
     expected, _, _ = full.unrolled_alpha_gradient(data[0], data[1])
@@ -158,19 +175,21 @@ def test_second_order_under_autocast_stays_float32():
 
 def test_checkpointed_cells_give_the_same_gradients():
     plain, model = strategy_with(Runtime(CPU))
-    recomputed, other = strategy_with(Runtime(CPU, checkpoint_cells=True), model=copy.deepcopy(model))
-    assert other.checkpoint_cells
+    recomputed, other = strategy_with(Runtime(CPU, checkpoint_cells=True), twin_of=plain)
+    assert other.checkpoint_cells and not model.checkpoint_cells
     x, y = batches()[0]
     for strategy in (plain, recomputed):
         loss, _ = strategy.loss((x, y))
         loss.backward()
-    for a, b in zip(model.parameters(), other.parameters()):
+    for a, b in zip(trained_parameters(plain), trained_parameters(recomputed)):
+        assert a.grad is not None
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
 
     torch.manual_seed(0)
     network = NetworkCIFAR(4, 4, 3, True, DARTS_V2, drop_path_prob=0.3)
     twin = copy.deepcopy(network)
-    twin.checkpoint_cells = True
+    apply_fast_path(twin, FastPathOptions(checkpoint_cells=True))
+    assert twin.checkpoint_cells
     grads = []
     for net in (network, twin):
         torch.manual_seed(7)  # drop path masks: the recomputation must replay them

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from darts.runtime import Runtime
+from darts.spaces import EdgeWeights, build_space
 from darts.strategies import build_strategy
 
 CPU_RUNTIME = Runtime(torch.device("cpu"), channels_last=False)
@@ -18,15 +19,17 @@ OPTIM = OmegaConf.create(dict(weights=dict(lr=0.1, lr_min=0.0, momentum=0.9, wei
 
 def make_strategy(hessian):
     torch.manual_seed(0)
+    space = build_space(SPACE)
     strategy = build_strategy(OmegaConf.create(dict(name="darts", order=2, hessian=hessian)))
-    model = strategy.build_supernet(SPACE, num_classes=3, in_channels=2).double()
+    model = strategy.build_supernet(space, num_classes=3, in_channels=2).double()
     # The published eps = 0.01 / ||v|| moves the weights by 0.01, which crosses ReLU kinks of a
     # tiny random network; a smooth activation makes the finite difference converge as O(eps^2).
     smooth_relus(model)
+    strategy.setup(space, model, OPTIM, epochs=1, steps_per_epoch=1, runtime=CPU_RUNTIME)
+    strategy.arch.double()  # in place: the optimiser keeps the same parameters
     with torch.no_grad():  # alphas far from uniform so the second-order term is not negligible
-        for alpha in model.arch_parameters():
+        for alpha in strategy.arch_parameters():
             alpha.normal_(0, 1)
-    strategy.setup(model, OPTIM, epochs=1, steps_per_epoch=1, runtime=CPU_RUNTIME)
     return strategy, model
 
 
@@ -45,21 +48,23 @@ def batches():
     return make(), make(), make()
 
 
-def autograd_unrolled_gradient(model, optimizer, train_batch, val_batch):
+def softmax_arch(alphas):
+    """DARTS's mixing weights, written out: softmax over each edge's ops."""
+    return {cell: EdgeWeights(torch.softmax(a, dim=-1)) for cell, a in alphas.items()}
+
+
+def autograd_unrolled_gradient(model, alphas, optimizer, train_batch, val_batch):
     """d/d alpha of L_val(w - xi (mu m + grad_w L_train(w, alpha) + lambda w), alpha), by autograd."""
     group = optimizer.param_groups[0]
     xi, mu, lam = group["lr"], group["momentum"], group["weight_decay"]
-    names = dict(model.named_parameters())
-    arch = {n for n, _ in model.arch_named_parameters()}
-    weights = {n: p for n, p in names.items() if n not in arch}
-    alphas = {n: p for n, p in names.items() if n in arch}
-    loss_train = F.cross_entropy(model(train_batch[0]), train_batch[1])
+    weights = dict(model.named_parameters())
+    loss_train = F.cross_entropy(model(train_batch[0], softmax_arch(alphas)), train_batch[1])
     grads = torch.autograd.grad(loss_train, list(weights.values()), create_graph=True)
     unrolled = {}
     for (name, w), g in zip(weights.items(), grads):
         momentum = optimizer.state[w]["momentum_buffer"]
         unrolled[name] = w.detach() - xi * (mu * momentum + g + lam * w.detach())
-    logits = functional_call(model, {**unrolled, **alphas}, (val_batch[0],))
+    logits = functional_call(model, unrolled, (val_batch[0], softmax_arch(alphas)))
     loss_val = F.cross_entropy(logits, val_batch[1])
     return torch.autograd.grad(loss_val, list(alphas.values()))
 
@@ -67,14 +72,18 @@ def autograd_unrolled_gradient(model, optimizer, train_batch, val_batch):
 @pytest.mark.parametrize("hessian", ["finite_difference", "exact"])
 def test_second_order_gradient_matches_autograd(hessian):
     strategy, model = make_strategy(hessian)
+    alphas = strategy.arch.alphas()
+    assert [id(a) for a in alphas.values()] == [id(a) for a in strategy.alphas]
+    assert all(a.dtype == torch.float64 for a in strategy.alphas)
     warmup, train_batch, val_batch = batches()
     strategy.weight_step(warmup)  # a non-zero momentum buffer, as in every step after the first
 
-    expected = autograd_unrolled_gradient(model, strategy.w_optimizer, train_batch, val_batch)
+    expected = autograd_unrolled_gradient(model, alphas, strategy.w_optimizer, train_batch, val_batch)
     weights_before = [w.detach().clone() for w in strategy.weights]
     got, _, _ = strategy.unrolled_alpha_gradient(train_batch, val_batch)
 
-    first_order = torch.autograd.grad(F.cross_entropy(model(val_batch[0]), val_batch[1]), strategy.alphas)
+    first_order = torch.autograd.grad(F.cross_entropy(model(val_batch[0], softmax_arch(alphas)), val_batch[1]),
+                                      strategy.alphas)
     for g, e, fo in zip(got, expected, first_order):
         second_order_term = e - fo
         # The term must matter, so that a dropped or mis-scaled term fails below.

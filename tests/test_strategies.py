@@ -6,13 +6,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from darts.genotypes import PRIMITIVES, Genotype, derive_genotype, genotype_from_dict, parse_genotype
-from darts.nb201 import NB201Genotype
+from darts.runs import run_search
 from darts.runtime import Runtime
-from darts.search import run_search
+from darts.spaces import MixedOp, build_space
+from darts.spaces.darts_cnn.genotype import PRIMITIVES, Genotype, derive_from_weights
+from darts.spaces.nb201.genotype import NB201Genotype
 from darts.strategies import build_strategy
 from darts.strategies.pcdarts import PartialChannelMixedOp
-from darts.supernet import MixedOp
 from helpers import compose_config
 
 SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,
@@ -32,9 +32,10 @@ NAMES = list(OPTIONS)
 def make(name, seed=0, **changes):
     """A strategy set up on a fresh tiny supernet (C=4, 3 cells), at epoch 0 of 2 epochs of 2 steps."""
     torch.manual_seed(seed)
+    space = build_space(SPACE)
     strategy = build_strategy(OmegaConf.create(dict(name=name, **{**OPTIONS[name], **changes})))
-    model = strategy.build_supernet(SPACE, 4, 3)
-    strategy.setup(model, OPTIM, epochs=2, steps_per_epoch=2, runtime=Runtime(CPU, channels_last=False))
+    model = strategy.build_supernet(space, 4, 3)
+    strategy.setup(space, model, OPTIM, epochs=2, steps_per_epoch=2, runtime=Runtime(CPU, channels_last=False))
     strategy.start_epoch(0)
     return strategy, model
 
@@ -50,34 +51,35 @@ def mixed_ops(model):
     return [edge for cell in model.cells for edge in cell.edges]
 
 
-def capture_edge_weights(model):
-    """Record every EdgeWeights the supernet computes, as (cell type, EdgeWeights)."""
-    seen = []
-    weighting = model.edge_weighting
-
-    def recording(alphas):
-        weights = weighting(alphas)
-        seen.append(("normal" if alphas is model.alphas_normal else "reduce", weights))
-        return weights
-
-    model.edge_weighting = recording
-    return seen
+def per_node_softmax(betas, steps=4):
+    """PC-DARTS edge normalisation written out: a softmax over each node's incoming edges."""
+    rows, start = [], 0
+    for node in range(steps):
+        rows.append(torch.exp(betas[start:start + node + 2]) / torch.exp(betas[start:start + node + 2]).sum())
+        start += node + 2
+    return torch.cat(rows)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_strategy_trains_a_tiny_supernet_and_derives_a_genotype(name):
     strategy, model = make(name)
-    before = [p.detach().clone() for p in model.weight_parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
     data = batches(4)
     for step in range(2):
         metrics = strategy.step(data[step], iter(data[2:]), epoch=0)
         assert torch.isfinite(metrics["loss_sum"]) and metrics["count"] == 4
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.weight_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     genotype = strategy.genotype()
     assert isinstance(genotype, Genotype) and genotype.steps == 4
-    assert parse_genotype(genotype.to_json()) == genotype
-    weights = strategy.arch_weights()
+    assert strategy.space.parse_genotype(genotype.to_json()) == genotype
+    weights = strategy.mixing_weights()
     assert set(weights) == {"normal", "reduce"} and all(w.shape == (14, 8) for w in weights.values())
+    assert all(w.dtype == torch.float64 and (w >= 0).all() for w in weights.values())
+    for arch in (strategy.forward_weights(), strategy.eval_arch_weights()):
+        assert set(arch) == {"normal", "reduce"} and all(w.weights.shape == (14, 8) for w in arch.values())
+        model.eval()
+        assert model(data[0][0], arch).shape == (4, 4)
+        model.train()
     strategy.end_epoch(0)
 
 
@@ -90,7 +92,7 @@ def test_pcdarts_runs_one_kth_of_the_channels_through_the_ops():
         for op in edge.ops:
             op.register_forward_pre_hook(lambda m, args, edge=edge: op_inputs.append((edge, args[0].shape[1])))
     x, _ = batches(1)[0]
-    assert model(x).shape == (4, 4)
+    assert model(x, strategy.forward_weights()).shape == (4, 4)
     assert op_inputs and len(edge_inputs) == 14 * 3
     assert all(channels == edge_inputs[edge] // 2 for edge, channels in op_inputs)
     assert {channels for channels in edge_inputs.values()} == {4, 8, 16}  # one normal, two reduction cells
@@ -98,55 +100,72 @@ def test_pcdarts_runs_one_kth_of_the_channels_through_the_ops():
 
 def test_pcdarts_edge_normalisation_weights_nodes_and_derivation():
     strategy, model = make("pcdarts")
-    names = [name for name, _ in model.arch_named_parameters()]
+    arch = strategy.arch
+    names = [name for name, _ in arch.named_parameters()]
     assert names == ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
+    assert [id(p) for p in strategy.arch_parameters()] == [id(p) for p in arch.parameters()]
     with torch.no_grad():
-        for p in model.arch_parameters():
+        for p in strategy.arch_parameters():
             p.copy_(torch.randn(p.shape) * 2)
 
-    def per_node_softmax(betas):
-        rows, start = [], 0
-        for node in range(4):
-            rows.append(torch.exp(betas[start:start + node + 2]) / torch.exp(betas[start:start + node + 2]).sum())
-            start += node + 2
-        return torch.cat(rows)
-
-    expected = derive_genotype(model.alphas_normal, model.alphas_reduce, PRIMITIVES, 4,
-                               edge_weights_normal=per_node_softmax(model.betas_normal.detach()),
-                               edge_weights_reduce=per_node_softmax(model.betas_reduce.detach()))
-    assert strategy.genotype() == expected
-    torch.testing.assert_close(strategy.arch_weights()["normal"],
-                               torch.softmax(model.alphas_normal.detach(), -1)
-                               * per_node_softmax(model.betas_normal.detach())[:, None])
+    expected_weights = {cell: torch.softmax(arch.alphas()[cell].detach().double(), -1)
+                        * per_node_softmax(arch.betas()[cell].detach().double())[:, None]
+                        for cell in ("normal", "reduce")}
+    assert strategy.genotype() == derive_from_weights(expected_weights, PRIMITIVES, 4)
+    for cell in ("normal", "reduce"):
+        torch.testing.assert_close(strategy.mixing_weights()[cell], expected_weights[cell])
+        # A training forward scales each edge's output by its node-normalised beta.
+        edge_weights = strategy.forward_weights()[cell]
+        torch.testing.assert_close(edge_weights.edge_scales.detach(),
+                                   per_node_softmax(arch.betas()[cell].detach()))
+        torch.testing.assert_close(edge_weights.weights.detach(), torch.softmax(arch.alphas()[cell].detach(), -1))
+    # The supernet sums each node's edges scaled so: the first (normal) cell's last node, the last C of its
+    # 4C output channels, is sum_j scale_j * edge_j over its five incoming edges (9..13).
+    first_cell = model.cells[0]
+    edge_outputs, cell_output = {}, []
+    for index, edge in enumerate(first_cell.edges):
+        edge.register_forward_hook(lambda m, args, out, index=index: edge_outputs.__setitem__(index, out))
+    first_cell.register_forward_hook(lambda m, args, out: cell_output.append(out))
+    arch_weights = strategy.forward_weights()
+    with torch.no_grad():
+        model(batches(1)[0][0], arch_weights)
+    scales = arch_weights["normal"].edge_scales.detach()
+    last_node = sum(scales[j] * edge_outputs[j] for j in range(9, 14))
+    torch.testing.assert_close(cell_output[0][:, -last_node.shape[1]:], last_node)
+    assert not torch.allclose(last_node, sum(edge_outputs[j] for j in range(9, 14)))
     # The betas scale the node sums, so an alpha step moves them.
-    betas = model.betas_normal.detach().clone()
+    betas = arch.betas_normal.detach().clone()
     data = batches(3)
     strategy.step(data[0], iter(data[1:]), epoch=0)
-    assert not torch.equal(betas, model.betas_normal.detach())
+    assert not torch.equal(betas, arch.betas_normal.detach())
 
 
 def test_pcdarts_betas_get_gradients_and_freeze_before_arch_start_epoch():
     strategy, model = make("pcdarts", arch_start_epoch=1)
-    frozen = [p.detach().clone() for p in model.arch_parameters()]
+    frozen = [p.detach().clone() for p in strategy.arch_parameters()]
     data = batches(3)
     strategy.step(data[0], iter(data[1:]), epoch=0)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, model.arch_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, strategy.arch_parameters()))
     loss, _ = strategy.loss(data[1])
     loss.backward()
-    assert model.betas_normal.grad.abs().sum() > 0 and model.betas_reduce.grad.abs().sum() > 0
+    assert strategy.arch.betas_normal.grad.abs().sum() > 0 and strategy.arch.betas_reduce.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ["gdas", "random_ws"])
-def test_sampling_strategies_run_exactly_one_op_per_chosen_edge(name):
+def test_sampling_strategies_run_exactly_one_op_per_chosen_edge(name, record_cell_weights):
     strategy, model = make(name)
     calls = []
     for edge in mixed_ops(model):
         for op in edge.ops:
             op.register_forward_hook(lambda m, args, out: calls.append(m))
-    seen = capture_edge_weights(model)
+    seen = record_cell_weights(model)
     data = batches(3)
     strategy.step(data[0], iter(data[1:]), epoch=0)
     assert seen, "the supernet ran no forward"
+    # One record per cell per forward (cells normal, reduce, reduce); the cells of one type share a sample.
+    assert len(seen) % 3 == 0 and [cell for cell, _ in seen[:3]] == ["normal", "reduce", "reduce"]
+    for forward in range(len(seen) // 3):
+        assert seen[3 * forward + 1][1] is seen[3 * forward + 2][1]
     none = PRIMITIVES.index("none")
     expected = 0
     for cell_type, edge_weights in seen:
@@ -159,9 +178,7 @@ def test_sampling_strategies_run_exactly_one_op_per_chosen_edge(name):
                 assert torch.equal(row, torch.zeros(8))
             else:
                 torch.testing.assert_close(row, torch.nn.functional.one_hot(torch.tensor(op), 8).float())
-        chosen = sum(op is not None and op != none for op in active)
-        cells_of_type = sum(cell.reduction == (cell_type == "reduce") for cell in model.cells)
-        expected += chosen * cells_of_type
+        expected += sum(op is not None and op != none for op in active)
         if name == "random_ws":  # two edges per node, never `none`
             start = 0
             for node in range(4):
@@ -170,7 +187,9 @@ def test_sampling_strategies_run_exactly_one_op_per_chosen_edge(name):
                 start += node + 2
     assert len(calls) == expected
     if name == "gdas":
-        assert len(seen) == 4  # an alpha forward and a weight forward, two cell types each
+        assert len(seen) == 6  # an alpha forward and a weight forward, three cells each
+    else:
+        assert len(seen) == 3  # a weight forward only
 
 
 def test_gdas_temperature_anneals_linearly_and_gradients_reach_the_alphas():
@@ -183,40 +202,78 @@ def test_gdas_temperature_anneals_linearly_and_gradients_reach_the_alphas():
     strategy.start_epoch(0)
     loss, _ = strategy.loss(batches(1)[0])
     loss.backward()
-    assert model.alphas_normal.grad.abs().sum() > 0 and model.alphas_reduce.grad.abs().sum() > 0
+    assert strategy.arch.alphas_normal.grad.abs().sum() > 0 and strategy.arch.alphas_reduce.grad.abs().sum() > 0
 
 
 def test_drnas_samples_lie_on_the_simplex_and_the_loss_reaches_the_concentration():
     strategy, model = make("drnas")
-    model.train()
-    for alphas in (model.alphas_normal, model.alphas_reduce):
-        sample = strategy.dirichlet_weighting(alphas).weights
-        assert sample.shape == (14, 8) and (sample >= 0).all()
+    first, second = strategy.forward_weights(), strategy.forward_weights()
+    for cell in ("normal", "reduce"):
+        sample = first[cell].weights
+        assert sample.shape == (14, 8) and (sample >= 0).all() and first[cell].active is None
         assert (sample.sum(-1) - 1).abs().max() <= 1e-6
+        assert not torch.equal(sample, second[cell].weights), "every training forward draws a new sample"
     loss, _ = strategy.loss(batches(1)[0])
     loss.backward()
-    assert model.alphas_normal.grad.abs().sum() > 0 and model.alphas_reduce.grad.abs().sum() > 0
-    model.eval()  # evaluation mixes with the Dirichlet mean: deterministic
-    mean = strategy.dirichlet_weighting(model.alphas_normal).weights
-    torch.testing.assert_close(mean, strategy.arch_weights()["normal"])
-    assert strategy.genotype() == derive_genotype(strategy.arch_weights()["normal"].log(),
-                                                  strategy.arch_weights()["reduce"].log(), PRIMITIVES, 4)
+    alphas = strategy.arch.alphas()
+    assert alphas["normal"].grad.abs().sum() > 0 and alphas["reduce"].grad.abs().sum() > 0
+    # Evaluation mixes with the Dirichlet mean, concentration / its sum with concentration = elu(alpha) + 1:
+    # deterministic, and the logged weights are the same numbers.
+    for cell, alpha in alphas.items():
+        concentration = torch.nn.functional.elu(alpha.detach().double()) + 1
+        mean = concentration / concentration.sum(-1, keepdim=True)
+        torch.testing.assert_close(strategy.eval_arch_weights()[cell].weights.double(), mean)
+        torch.testing.assert_close(strategy.mixing_weights()[cell], mean)
 
 
-def test_random_ws_has_no_alpha_optimiser_and_keeps_alphas_fixed():
+def test_drnas_derives_from_the_dirichlet_mean_not_the_softmax():
+    # Node 0 keeps both of its edges, strongest first. Edge 0: alpha 5 on sep_conv_3x3, 0 elsewhere;
+    # edge 1: alpha 0 on skip_connect, -3 elsewhere. Softmax ranks edge 0 first (0.955 > 0.742);
+    # the Dirichlet mean (elu(alpha) + 1 normalised) ranks edge 1 first (0.742 > 6/13 = 0.46).
+    strategy, _ = make("drnas")
+    alphas = torch.zeros(14, 8)
+    alphas[0, PRIMITIVES.index("sep_conv_3x3")] = 5.0
+    alphas[1] = -3.0
+    alphas[1, PRIMITIVES.index("skip_connect")] = 0.0
+    with torch.no_grad():
+        strategy.arch.alphas_normal.copy_(alphas)
+        strategy.arch.alphas_reduce.copy_(alphas)
+    genotype = strategy.genotype()
+    assert genotype.normal[:2] == genotype.reduce[:2] == (("skip_connect", 1), ("sep_conv_3x3", 0))
+
+
+def test_random_ws_has_no_alpha_optimiser_and_keeps_the_best_ranked_candidate():
     strategy, model = make("random_ws")
-    alphas = [p.detach().clone() for p in model.arch_parameters()]
+    assert strategy.arch_parameters() == [] and strategy.arch_record() == {}
     data = batches(3)
     metrics = strategy.step(data[0], iter(data[1:]), epoch=0)
     assert "alpha_loss_sum" not in metrics and "a_optimizer" not in strategy.checkpointables()
-    assert all(torch.equal(a, b) for a, b in zip(alphas, model.arch_parameters()))
+    assert len(strategy.ranking_batches) == 1  # with eval_batches=2 of 2 steps, every step buffers one
+    running = [b.clone() for name, b in model.named_buffers() if "running" in name]
     losses = strategy.rank()
     assert len(losses) == 3
-    assert strategy.genotype() == strategy.architecture_genotype(strategy.winner)
+    assert all(torch.equal(a, b) for a, b in zip(running, [b for n, b in model.named_buffers() if "running" in n]))
+    # The winner scores the lowest of the ranked losses, on the buffered batches with batch statistics,
+    # and is what evaluation runs and the genotype describes.
+    arch = strategy.eval_arch_weights()
+    assert [arch[cell].active for cell in ("normal", "reduce")] == [strategy.winner["normal"],
+                                                                    strategy.winner["reduce"]]
+    model.train()
+    with torch.no_grad():
+        inputs, targets = strategy.ranking_batches[0]
+        winner_loss = torch.nn.functional.cross_entropy(model(inputs, arch), targets).item()
+    assert winner_loss == pytest.approx(min(losses), rel=1e-5)
+    genotype = strategy.genotype()
+    for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        kept = [(PRIMITIVES[op], edge) for edge, op in enumerate(strategy.winner[cell]) if op is not None]
+        assert len(kept) == len(pairs) == 8
+        edges = strategy.space.node_edges()
+        assert [(op, edges[node].index(edge)) for node in range(4) for op, edge in kept
+                if edge in edges[node]] == list(pairs)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_round_trip_reproduces_the_next_step(name):
+def test_checkpoint_round_trip_reproduces_the_next_step(name, record_cell_weights):
     original, model = make(name)
     data = batches(6)
     original.step(data[0], iter(data[1:2]), epoch=0)
@@ -232,18 +289,21 @@ def test_checkpoint_round_trip_reproduces_the_next_step(name):
     for strategy, net in ((original, model), (restored, twin)):
         torch.manual_seed(123)  # the global RNG is the engine's to checkpoint (DrNAS samples from it)
         strategy.start_epoch(1)
-        seen = capture_edge_weights(net)
+        seen = record_cell_weights(net)
         strategy.step(data[2], iter(data[3:5]), epoch=1)
-        results.append(([p.detach().clone() for p in net.parameters()],
-                        [(cell, w.active) for cell, w in seen], strategy.genotype()))
+        results.append(([p.detach().clone() for p in [*net.parameters(), *strategy.arch_parameters()]],
+                        [(cell, w.active, w.weights.detach().clone()) for cell, w in seen], strategy.genotype()))
     (params_a, arch_a, genotype_a), (params_b, arch_b, genotype_b) = results
-    assert arch_a == arch_b and genotype_a == genotype_b
-    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+    assert [(cell, active) for cell, active, _ in arch_a] == [(cell, active) for cell, active, _ in arch_b]
+    assert all(torch.equal(a, b) for (_, _, a), (_, _, b) in zip(arch_a, arch_b)) and genotype_a == genotype_b
+    assert len(params_a) == len(params_b) and all(torch.equal(a, b) for a, b in zip(params_a, params_b))
 
 
 def test_unchanged_supernet_has_no_betas_and_plain_mixed_ops():
     strategy, model = make("gdas")
-    assert not hasattr(model, "betas_normal")
+    assert strategy.arch.betas() == {} and [name for name, _ in strategy.arch.named_parameters()] == [
+        "alphas_normal", "alphas_reduce"]
+    assert all(w.edge_scales is None for w in strategy.forward_weights().values())
     assert all(type(edge) is MixedOp for edge in mixed_ops(model))
 
 
@@ -289,11 +349,13 @@ def assert_valid_genotype_of_space(genotype, space, primitives):
 def test_every_strategy_runs_a_smoke_search_in_every_space(strategy, space, tmp_path):
     cfg, results = smoke_search(strategy, space, tmp_path / "run")
     assert results["strategy"] == cfg.strategy.name
-    genotype = genotype_from_dict(results["genotype"])
+    search_space = build_space(cfg.space)
+    genotype = search_space.parse_genotype_dict(results["genotype"])
     assert_valid_genotype_of_space(genotype, space, cfg.space.primitives)
     # The run directory's genotype and the printed string both parse back to it.
-    assert parse_genotype((tmp_path / "run" / "genotype.json").read_text()) == genotype
-    assert parse_genotype(results["genotype_string"]) == genotype
+    assert search_space.parse_genotype((tmp_path / "run" / "genotype.json").read_text()) == genotype
+    assert search_space.resolve_genotype(str(tmp_path / "run")) == genotype
+    assert search_space.parse_genotype(results["genotype_string"]) == genotype
 
 
 @pytest.mark.parametrize("strategy, space, subset", [
@@ -301,11 +363,12 @@ def test_every_strategy_runs_a_smoke_search_in_every_space(strategy, space, tmp_
     ("random_sampling", "nb201", ["skip_connect", "nor_conv_1x1"]),
 ])
 def test_a_search_on_an_op_subset_derives_only_those_ops(strategy, space, subset, tmp_path):
-    _, results = smoke_search(strategy, space, tmp_path / "run", f"space.primitives=[{','.join(subset)}]")
-    genotype = genotype_from_dict(results["genotype"])
+    cfg, results = smoke_search(strategy, space, tmp_path / "run", f"space.primitives=[{','.join(subset)}]")
+    search_space = build_space(cfg.space)
+    genotype = search_space.parse_genotype_dict(results["genotype"])
     assert_valid_genotype_of_space(genotype, space, subset)
     if strategy == "random_sampling":
         for candidate in results["candidates"]:
-            assert genotype_from_dict(candidate["genotype"]).ops() <= set(subset)
+            assert search_space.parse_genotype_dict(candidate["genotype"]).ops() <= set(subset)
     else:
         assert all(len(row) == len(subset) for row in results["alphas"]["alphas_normal"])
