@@ -182,6 +182,7 @@ def test_every_strategy_searches_every_space_it_declares_and_resumes_exactly(str
     space_impl = build_space(cfg.space)
     genotype = space_impl.parse_genotype((tmp_path / "full" / "genotype.json").read_text())
     assert space_impl.parse_genotype(full["genotype_string"]) == genotype
+    assert space_impl.resolve_genotype(str(tmp_path / "full")) == genotype
     assert genotype.ops() <= set(cfg.space.primitives)
 
     built = STRATEGIES.get(strategy)(**{k: v for k, v in cfg.strategy.items() if k != "name"})
