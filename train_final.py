@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from darts.cli import exit_on_user_error
-from darts.runs import run_final
+from darts.engine import run_final
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="final")

@@ -41,8 +41,8 @@ def run_task(cfg, run_dir: Path, task_class) -> dict:
     """Run (or resume) a search or final training in ``run_dir`` as ``run_search``/``run_final`` do, with
     ``task_class``: the task they would pick or a test's subclass of it, which hooks into the task's
     steps (``Run``'s task factory is how a run is given its task)."""
-    from darts.runs import SEARCH_TASKS, Run
-    from darts.runs.final import FinalTraining
+    from darts.engine import SEARCH_TASKS, Run
+    from darts.engine.final import FinalTraining
     from darts.strategies import build_strategy
 
     if issubclass(task_class, FinalTraining):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from darts.ops import OPS, build_op
 from darts.preemption import Preempted
-from darts.runs import SEARCH_TASKS, Run, run_search
+from darts.engine import SEARCH_TASKS, Run, run_search
 from darts.spaces import SPACES, MixedOp, build_space
 from darts.spaces.mixed import EdgeWeights
 from darts.strategies import STRATEGIES

@@ -231,7 +231,7 @@ def test_two_process_final_training_equals_one_process_and_only_rank0_writes(tmp
 
 
 def test_a_rank_removes_only_a_stray_directory_that_hydra_alone_wrote(tmp_path):
-    from darts.runs.context import remove_hydra_only_directory
+    from darts.engine.context import remove_hydra_only_directory
 
     stray, real = tmp_path / "12-00-01", tmp_path / "12-00-00"
     for directory in (stray, real):

@@ -20,8 +20,8 @@ from darts import export
 from darts.errors import DartsError
 from darts.ops import build_op
 from darts.preemption import Preempted
-from darts.runs import Run, run_final, run_search
-from darts.runs.supernet import SupernetSearch
+from darts.engine import Run, run_final, run_search
+from darts.engine.supernet import SupernetSearch
 from darts.spaces import SPACES, MixedOp, SearchSpace
 from darts.spaces.graph import CellGraph
 from darts.spaces.mixed import EdgeWeights

@@ -7,9 +7,9 @@ import torch
 from darts import export
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
-from darts.runs import Run, run_final
-from darts.runs.final import FinalTraining
-from darts.runs.training import multiply_adds
+from darts.engine import Run, run_final
+from darts.engine.final import FinalTraining
+from darts.engine.training import multiply_adds
 from darts.spaces.darts_cnn.genotype import DARTS_V1, DARTS_V2, PC_DARTS
 from darts.spaces.darts_cnn.network import NetworkImageNet
 from helpers import assert_clean_failure, compose_config, read_json, run_script, run_task

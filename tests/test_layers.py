@@ -17,7 +17,7 @@ def test_the_import_layers_hold(capsys):
 def test_a_broken_layer_is_reported(tmp_path, capsys):
     inverted = tmp_path / "inverted.ini"
     inverted.write_text("[importlinter]\nroot_package = darts\n\n[importlinter:contract:inverted]\nname = inverted\n"
-                        "type = layers\nlayers =\n    darts.errors\n    darts.runs\n")
+                        "type = layers\nlayers =\n    darts.errors\n    darts.engine\n")
     assert lint_imports(config_filename=str(inverted), no_cache=True, no_logo=True) != EXIT_STATUS_SUCCESS
     assert "BROKEN" in capsys.readouterr().out
 

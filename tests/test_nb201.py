@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from darts.errors import DartsError
 from darts.export import count_parameters, load
-from darts.runs import run_final, run_search
+from darts.engine import run_final, run_search
 from darts.runtime import Runtime
 from darts.spaces import EdgeWeights, NB201Space, build_space
 from darts.spaces.darts_cnn.genotype import Genotype

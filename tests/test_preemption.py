@@ -12,8 +12,8 @@ import torch
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
 from darts.preemption import PREEMPTED_EXIT_CODE, Preempted, StopSignals, finish_preempted
-from darts.runs import run_final, run_search
-from darts.runs.final import FinalTraining
+from darts.engine import run_final, run_search
+from darts.engine.final import FinalTraining
 from darts.strategies import STRATEGIES
 from darts.strategies.darts import DARTS
 from helpers import REPO_ROOT, compose_config, read_json, run_task

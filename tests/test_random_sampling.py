@@ -10,8 +10,8 @@ from darts.checkpoint import CHECKPOINT_NAME
 from darts.data import DATASETS
 from darts.errors import DartsError
 from darts.preemption import Preempted
-from darts.runs import run_search
-from darts.runs.candidates import CandidateTraining
+from darts.engine import run_search
+from darts.engine.candidates import CandidateTraining
 from darts.spaces import SPACES, DartsSpace, build_space
 from darts.spaces.darts_cnn.genotype import Genotype
 from helpers import compose_config, read_json, run_task

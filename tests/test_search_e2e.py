@@ -6,8 +6,8 @@ import torch
 
 from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
-from darts.runs import run_search
-from darts.runs.supernet import SupernetSearch
+from darts.engine import run_search
+from darts.engine.supernet import SupernetSearch
 from darts.spaces import build_space
 from darts.spaces.darts_cnn.genotype import Genotype
 from helpers import assert_clean_failure, compose_config, read_json, run_script, run_task

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from darts.runs import run_search
+from darts.engine import run_search
 from darts.runtime import Runtime
 from darts.spaces import MixedOp, build_space
 from darts.spaces.darts_cnn.genotype import PRIMITIVES, Genotype, derive_from_weights

@@ -10,7 +10,7 @@ The test set is never loaded. The best candidate (ties: the earlier one) is
 the genotype.
 
 No supernet is trained: the strategy declares ``trains = "candidates"`` and
-the run engine's candidate task (:mod:`darts.runs.candidates`) trains what it
+the run engine's candidate task (:mod:`darts.engine.candidates`) trains what it
 draws. What a random cell is comes from the space (``random_architecture`` and
 ``architecture_genotype``, the same draws random search with weight sharing
 makes).

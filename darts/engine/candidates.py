@@ -22,11 +22,11 @@ from darts import export, viz
 from darts.checkpoint import load_state_dicts
 from darts.data import build_search_data, stream_seed
 from darts.errors import DartsError
-from darts.runs.context import RunContext, in_layout
-from darts.runs.evaluate import evaluate
-from darts.runs.loop import Task
-from darts.runs.supernet import check_split_unchanged, record_split
-from darts.runs.training import build_optimizer, build_schedule, train_step
+from darts.engine.context import RunContext, in_layout
+from darts.engine.evaluate import evaluate
+from darts.engine.loop import Task
+from darts.engine.supernet import check_split_unchanged, record_split
+from darts.engine.training import build_optimizer, build_schedule, train_step
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
 from darts.strategies.base import GeneratorState

@@ -18,11 +18,11 @@ from darts.checkpoint import load_state_dicts
 from darts.data import build_train_data
 from darts.distributed import lr_scale, shard_sizes
 from darts.errors import DartsError
-from darts.runs.context import RunContext, in_layout, scaled_learning_rates
-from darts.runs.evaluate import evaluate
-from darts.runs.loop import Task
-from darts.runs.supernet import genotype_record
-from darts.runs.training import build_optimizer, build_schedule, multiply_adds, train_step
+from darts.engine.context import RunContext, in_layout, scaled_learning_rates
+from darts.engine.evaluate import evaluate
+from darts.engine.loop import Task
+from darts.engine.supernet import genotype_record
+from darts.engine.training import build_optimizer, build_schedule, multiply_adds, train_step
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
 from darts.tracking import RunLogger, write_json

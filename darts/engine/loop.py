@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from darts.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from darts.errors import DartsError
 from darts.preemption import StopCheck, StoppableRun
-from darts.runs.context import RunContext, library_versions, start_run
+from darts.engine.context import RunContext, library_versions, start_run
 from darts.tracking import MetricAccumulator, RunLogger, write_json
 
 

@@ -17,9 +17,9 @@ from darts.checkpoint import load_state_dicts
 from darts.data import SearchData, build_search_data
 from darts.distributed import lr_scale, shard_sizes
 from darts.errors import DartsError
-from darts.runs.context import RunContext, in_layout, scaled_learning_rates
-from darts.runs.evaluate import entropy, evaluate
-from darts.runs.loop import Task
+from darts.engine.context import RunContext, in_layout, scaled_learning_rates
+from darts.engine.evaluate import entropy, evaluate
+from darts.engine.loop import Task
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
 from darts.strategies.base import SupernetStrategy

@@ -1,9 +1,9 @@
-"""Runs: the one engine (:mod:`darts.runs.loop`) and the tasks it drives.
+"""Runs: the one engine (:mod:`darts.engine.loop`) and the tasks it drives.
 
 ``run_search`` picks the task from what the configured strategy trains (``Strategy.trains``):
-``supernet`` -> :class:`~darts.runs.supernet.SupernetSearch`, ``candidates`` ->
-:class:`~darts.runs.candidates.CandidateTraining`; ``run_final`` runs
-:class:`~darts.runs.final.FinalTraining`.
+``supernet`` -> :class:`~darts.engine.supernet.SupernetSearch`, ``candidates`` ->
+:class:`~darts.engine.candidates.CandidateTraining`; ``run_final`` runs
+:class:`~darts.engine.final.FinalTraining`.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 from darts.distributed import shutdown_distributed
 from darts.registry import Registry
-from darts.runs.candidates import CandidateTraining
-from darts.runs.final import FinalTraining
-from darts.runs.loop import Run, Task
-from darts.runs.supernet import SupernetSearch
+from darts.engine.candidates import CandidateTraining
+from darts.engine.final import FinalTraining
+from darts.engine.loop import Run, Task
+from darts.engine.supernet import SupernetSearch
 from darts.strategies import build_strategy
 
 # What a strategy trains -> the task that trains it: Task(cfg, context, strategy).
