@@ -121,3 +121,14 @@ def test_cli_reports_bad_input_in_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     result = run_script("train_search.py", "experiment=no_such_preset", f"hydra.run.dir={tmp_path / 'run2'}")
     assert_clean_failure(result, "no_such_preset", "smoke")
+
+
+def test_a_checkpoint_of_another_format_is_refused_and_left_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"epoch": 0, "model": {}}, run_dir / CHECKPOINT_NAME)
+    before = (run_dir / CHECKPOINT_NAME).read_bytes()
+    with pytest.raises(DartsError, match="earlier version of this code"):
+        run_search(search_config(run_dir, "resume=true"), run_dir)
+    assert (run_dir / CHECKPOINT_NAME).read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT_NAME]

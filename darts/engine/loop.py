@@ -114,6 +114,9 @@ class Run(StoppableRun):
     def restore(self) -> None:
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         source = f"checkpoint {self.checkpoint_path}"
+        if "task" not in state:
+            raise DartsError(f"{source} was written by an earlier version of this code, whose checkpoints "
+                             "this engine does not read: start the run afresh in another directory")
         if (state.get("kind"), state.get("name")) != (self.task.kind, self.task.name):
             raise DartsError(f"{source} was written by a {state.get('kind')} run of {state.get('name')!r}, "
                              f"not a {self.task.kind} run of {self.task.name!r}")
