@@ -1,4 +1,4 @@
-"""Curvature of a loss with respect to some of its inputs: the dominant Hessian eigenvalue.
+"""What a search is drifting into: the dominant Hessian eigenvalue of a loss, and what a cell is made of.
 
 RobustDARTS (Zela et al., 2020) tracks the dominant eigenvalue of the Hessian of the validation loss
 with respect to the architecture parameters; it grows as a search drifts into cells of skip
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+
+from darts.ops import build_op
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -64,3 +66,17 @@ def hessian_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Sequence[to
         columns.append(_flat(torch.autograd.grad(flat_grad, params, grad_outputs=basis, retain_graph=True)))
     hessian = torch.stack(columns, dim=1).double()
     return torch.linalg.eigvalsh(0.5 * (hessian + hessian.T))
+
+
+def is_parameter_free(op: str) -> bool:
+    """Whether the op (as the final network builds it, stride 1) has no parameters: ``none``, the
+    pools, ``skip_connect``."""
+    return not any(True for _ in build_op(op, 4, 1, affine=True).parameters())
+
+
+def cell_op_counts(graph) -> dict[str, int]:
+    """Skip connections and parameter-free ops among a cell's op edges (a ``CellGraph``): the
+    collapse signals DARTS+ and RobustDARTS watch in the normal cell."""
+    ops = [op for _, _, op in graph.edges]
+    return {"skip_connects": ops.count("skip_connect"),
+            "parameter_free_ops": sum(is_parameter_free(op) for op in ops)}

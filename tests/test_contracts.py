@@ -15,6 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from darts.diagnostics import cell_op_counts
 from darts.ops import OPS, build_op
 from darts.preemption import Preempted
 from darts.engine import SEARCH_TASKS, Run, run_search
@@ -184,6 +185,14 @@ def test_every_strategy_searches_every_space_it_declares_and_resumes_exactly(str
     assert space_impl.parse_genotype(full["genotype_string"]) == genotype
     assert space_impl.resolve_genotype(str(tmp_path / "full")) == genotype
     assert genotype.ops() <= set(cfg.space.primitives)
+    if STRATEGIES.get(strategy).trains == "supernet":
+        # Every epoch records the collapse signals of the cell it derived; the last one's is the result.
+        graphs = genotype.cell_graphs()
+        counts = cell_op_counts(graphs.get("normal") or next(iter(graphs.values())))
+        last = full["history"][-1]
+        assert (last["normal_skip_connects"], last["normal_parameter_free_ops"]) == tuple(counts.values())
+        assert [type(h["genotype_changed"]) for h in full["history"]] == [bool] * len(full["history"])
+        assert full["history"][0]["genotype_changed"] is False
 
     built = STRATEGIES.get(strategy)(**{k: v for k, v in cfg.strategy.items() if k != "name"})
     # Stopped after the first step: the resumed run crosses the rest of that epoch and every later one.
@@ -195,6 +204,8 @@ def test_every_strategy_searches_every_space_it_declares_and_resumes_exactly(str
     assert resumed["genotype"] == full["genotype"]
     assert resumed.get("alphas") == full.get("alphas"), "architecture parameters must match bit for bit"
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert [h.get("genotype_changed") for h in resumed["history"]] == [h.get("genotype_changed")
+                                                                       for h in full["history"]]
     timeless = lambda results: [{k: v for k, v in c.items() if k != "train_time_s"}
                                 for c in results.get("candidates", [])]
     assert timeless(resumed) == timeless(full)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from darts.diagnostics import dominant_eigenvalue, hessian_eigenvalues
+from darts.diagnostics import cell_op_counts, dominant_eigenvalue, hessian_eigenvalues
 from darts.spaces import build_space
 from darts.spaces.mixed import EdgeWeights
 
@@ -54,3 +54,13 @@ def test_the_global_rng_is_left_alone_and_bad_params_are_refused():
     assert torch.equal(state, torch.get_rng_state())
     with pytest.raises(ValueError, match="require grad"):
         dominant_eigenvalue(loss_fn, [x.detach()])
+
+
+def test_cell_op_counts_in_published_cells():
+    from darts.spaces.darts_cnn.genotype import DARTS_V2
+    from darts.spaces.nb201.genotype import NB201Genotype
+
+    # DARTS_V2's normal cell: five sep_conv_3x3, two skip_connect, one dil_conv_3x3.
+    assert cell_op_counts(DARTS_V2.cell_graphs()["normal"]) == {"skip_connects": 2, "parameter_free_ops": 2}
+    cell = NB201Genotype.from_string("|skip_connect~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
+    assert cell_op_counts(next(iter(cell.cell_graphs().values()))) == {"skip_connects": 2, "parameter_free_ops": 5}

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from darts import viz
 from darts.checkpoint import load_state_dicts
 from darts.data import SearchData, build_search_data
+from darts.diagnostics import cell_op_counts
 from darts.distributed import lr_scale, shard_sizes
 from darts.errors import DartsError
 from darts.engine.context import RunContext, in_layout, scaled_learning_rates
@@ -86,16 +87,19 @@ class SupernetSearch(Task):
         dist.broadcast_tensors(strategy.arch_parameters())
         self.alpha_batches = in_layout(self.data.alpha_stream, self.layout)
         self.genotype = None
+        self.previous_genotype: str | None = None   # the last epoch's, to say whether the genotype changed
 
     # -- checkpoints ------------------------------------------------------------------
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "alpha_stream": self.data.alpha_stream.state_dict(),
-                "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()}}
+                "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()},
+                "previous_genotype": self.previous_genotype}
 
     def load_state(self, state: dict, source: str) -> None:
         load_state_dicts({"model": self.model}, state, source)
         load_state_dicts(self.strategy.checkpointables(), state["strategy"], source)
         self.data.alpha_stream.load_state_dict(state["alpha_stream"])
+        self.previous_genotype = state.get("previous_genotype")
 
     # -- the loop's parts ---------------------------------------------------------------------
     def check_resume(self, run_dir: Path) -> None:
@@ -131,6 +135,13 @@ class SupernetSearch(Task):
         self.genotype = self.strategy.genotype()
         for cell, cell_weights in self.strategy.mixing_weights().items():
             record[f"entropy_{cell}"] = entropy(cell_weights)
+        # The collapse signals in the normal cell (a space with one cell type: that cell).
+        graphs = self.genotype.cell_graphs()
+        for key, count in cell_op_counts(graphs.get("normal") or next(iter(graphs.values()))).items():
+            record[f"normal_{key}"] = count
+        text = str(self.genotype)
+        record["genotype_changed"] = self.previous_genotype is not None and text != self.previous_genotype
+        self.previous_genotype = text
 
     def log_epoch(self, epoch: int, record: dict, logger: RunLogger, run_dir: Path) -> None:
         labels = self.space.edge_labels()
