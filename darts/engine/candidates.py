@@ -10,7 +10,6 @@ finished run. The best candidate (ties: the earlier one) is the genotype.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from darts.errors import DartsError
 from darts.engine.context import RunContext, in_layout
 from darts.engine.evaluate import evaluate
 from darts.engine.loop import Task
-from darts.engine.supernet import check_split_unchanged, record_split
+from darts.engine.supernet import check_split_unchanged, genotype_record, record_split
 from darts.engine.training import build_optimizer, build_schedule, train_step
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
@@ -39,7 +38,7 @@ class CandidateTraining(Task):
     progress_keys = ("loss", "acc", "val_acc")
 
     def __init__(self, cfg, context: RunContext, strategy: RandomSampling):
-        if context.dist.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if context.dist.world_size > 1:
             raise DartsError("strategy random_sampling trains its candidates in one process; "
                              "launch it without torchrun")
         self.cfg, self.strategy, self.name = cfg, strategy, strategy.name
@@ -191,7 +190,7 @@ class CandidateTraining(Task):
         if writes:
             for cell, path in viz.draw_genotype(genotype, run_dir / "cells").items():
                 logger.image(f"cells/{cell}", viz.load_png(path), best["candidate"])
-            write_json(run_dir / "genotype.json", {"genotype": genotype.to_dict(), "string": str(genotype)})
+            write_json(run_dir / "genotype.json", genotype_record(genotype))
         return {
             "strategy": self.strategy.name,
             "space": self.space.name,

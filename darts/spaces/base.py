@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -189,8 +189,3 @@ def positive_int(name: str, value) -> int:
         raise DartsError(f"{name} must be a positive integer, got {value!r}")
     return value
 
-
-def check_primitives(primitives: Sequence[str]) -> list[str]:
-    primitives = list(primitives)
-    OPS.check(primitives)
-    return primitives

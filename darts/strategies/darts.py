@@ -92,7 +92,8 @@ class DARTS(SupernetStrategy):
                                                                     eta_min=w_cfg.lr_min)
 
     def checkpointables(self) -> dict:
-        return {"arch": self.arch, "w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer, "scheduler": self.scheduler,
+        return {"arch": self.arch, "w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer,
+                "scheduler": self.scheduler,
                 "grad_scaler": self.runtime.scaler}
 
     def learning_rates(self) -> dict[str, float]:

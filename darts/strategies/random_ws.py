@@ -117,7 +117,7 @@ class RandomWS(DARTS):
         return []
 
     def arch_record(self) -> dict[str, list]:
-        return {}
+        return {}  # DARTS's reads the alphas this strategy does not have
 
     # -- architectures ------------------------------------------------------------------------
     def sampled_weights(self, architecture: Architecture) -> ArchWeights:
