@@ -3,7 +3,8 @@
 Every job directory (one holding ``.hydra/overrides.yaml``) is read; jobs are
 grouped by their overrides with ``seed`` removed, and each group gets the
 number of jobs, mean +- std and best of the test error (final runs) or the
-alpha-split accuracy (searches), parameters, cost, and every seed's genotype.
+alpha-split accuracy (searches), parameters, cost, the epoch each search stopped early at and
+why, and every seed's genotype.
 A job without ``results.json`` is reported as failed; it costs no other job
 its row. Writes ``report.md`` and ``report.csv`` into the directory.
 """
@@ -102,8 +103,18 @@ def summarise(group: Group) -> dict:
         "alpha_split_acc_%": alpha_mean, "best_alpha_split_acc_%": alpha_best,
         "params_M": f"{statistics.mean(params):.2f}" if params else "—",
         "gpu_hours": f"{gpu_hours:.2f}", "cpu_hours": f"{cpu_hours:.2f}",
+        # Early stops (searches): the epoch each seed stopped after, "—" where it ran to the end.
+        "stop_epochs": ", ".join(f"seed {job.seed}: {stop_epoch(job.results)}" for job in finished
+                                 if job.results.get("kind") == "search") or "—",
         "genotypes": "; ".join(f"seed {job.seed}: {job.results.get('genotype_string', '')}" for job in finished),
+        "stop_reasons": "; ".join(f"seed {job.seed}: {job.results['stop_reason']}" for job in finished
+                                  if job.results.get("stop_reason")),
     }
+
+
+def stop_epoch(results: dict) -> str:
+    stopped = results.get("stopped_epoch")
+    return "—" if stopped is None else f"{stopped} of {results.get('epochs', '?')}"
 
 
 def build_report(root: Path) -> tuple[list[dict], list[Job]]:
@@ -124,11 +135,13 @@ def write_report(root: Path) -> tuple[Path, Path]:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    table_columns = [c for c in columns if c != "genotypes"]
+    table_columns = [c for c in columns if c not in ("genotypes", "stop_reasons")]
     lines = [f"# Sweep report: {root}", "", "| " + " | ".join(table_columns) + " |",
              "|" + "---|" * len(table_columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in table_columns) + " |" for row in rows]
     lines += ["", "## Genotypes", ""] + [f"- **{row['group']}**: {row['genotypes'] or '—'}" for row in rows]
+    stops = [f"- **{row['group']}**: {row['stop_reasons']}" for row in rows if row.get("stop_reasons")]
+    lines += ["", "## Early stops", ""] + (stops or ["none"])
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     lines += [f"- `{job.directory}` ({' '.join(job.overrides)}): {job.error}" for job in failed] or ["none"]
     md_path.write_text("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from darts.diagnostics import normal_cell_counts
 from darts.engine import run_search
 from darts.runtime import Runtime
 from darts.spaces import MixedOp, build_space
@@ -13,6 +14,7 @@ from darts.spaces.darts_cnn.genotype import PRIMITIVES, Genotype, derive_from_we
 from darts.spaces.nb201.genotype import NB201Genotype
 from darts.strategies import build_strategy
 from darts.strategies.pcdarts import PartialChannelMixedOp
+from darts.strategies.random_ws import ranking_order
 from helpers import compose_config
 
 SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,
@@ -250,19 +252,23 @@ def test_random_ws_has_no_alpha_optimiser_and_keeps_the_best_ranked_candidate():
     assert "alpha_loss_sum" not in metrics and "a_optimizer" not in strategy.checkpointables()
     assert len(strategy.ranking_batches) == 1  # with eval_batches=2 of 2 steps, every step buffers one
     running = [b.clone() for name, b in model.named_buffers() if "running" in name]
-    losses = strategy.rank()
-    assert len(losses) == 3
+    accuracies, losses = strategy.rank()
+    assert len(losses) == len(accuracies) == 3
     assert all(torch.equal(a, b) for a, b in zip(running, [b for n, b in model.named_buffers() if "running" in n]))
-    # The winner scores the lowest of the ranked losses, on the buffered batches with batch statistics,
-    # and is what evaluation runs and the genotype describes.
+    # The winner has the best ranked accuracy (metric=accuracy, ties to the lower loss), scored on the
+    # buffered batches with batch statistics, and is what evaluation runs and the genotype describes.
     arch = strategy.eval_arch_weights()
     assert [arch[cell].active for cell in ("normal", "reduce")] == [strategy.winner["normal"],
                                                                     strategy.winner["reduce"]]
     model.train()
     with torch.no_grad():
         inputs, targets = strategy.ranking_batches[0]
-        winner_loss = torch.nn.functional.cross_entropy(model(inputs, arch), targets).item()
-    assert winner_loss == pytest.approx(min(losses), rel=1e-5)
+        logits = model(inputs, arch)
+        winner_loss = torch.nn.functional.cross_entropy(logits, targets).item()
+        winner_acc = (logits.argmax(1) == targets).float().mean().item()
+    assert winner_acc == pytest.approx(max(accuracies))
+    assert winner_loss == pytest.approx(min(loss for acc, loss in zip(accuracies, losses) if acc == max(accuracies)),
+                                        rel=1e-5)
     genotype = strategy.genotype()
     for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
         kept = [(PRIMITIVES[op], edge) for edge, op in enumerate(strategy.winner[cell]) if op is not None]
@@ -270,6 +276,30 @@ def test_random_ws_has_no_alpha_optimiser_and_keeps_the_best_ranked_candidate():
         edges = strategy.space.node_edges()
         assert [(op, edges[node].index(edge)) for node in range(4) for op, edge in kept
                 if edge in edges[node]] == list(pairs)
+
+
+def test_ranking_order_follows_the_selection_metric():
+    accuracies, losses = [0.5, 0.75, 0.75, 0.25], [0.9, 0.8, 0.6, 0.1]
+    assert ranking_order(accuracies, losses, "accuracy") == [2, 1, 0, 3]   # tie at 0.75: the lower loss
+    assert ranking_order(accuracies, losses, "loss") == [3, 2, 1, 0]
+    assert ranking_order([0.5, 0.5], [0.2, 0.2], "accuracy") == [0, 1]    # full tie: the earlier one
+
+
+def test_random_ws_ranked_by_loss_keeps_the_lowest_loss_and_a_skip_cap_picks_within_it():
+    strategy, model = make("random_ws", num_candidates=12, metric="loss")
+    data = batches(3)
+    strategy.step(data[0], iter(data[1:]), epoch=0)
+    _, losses = strategy.rank()
+    model.train()
+    with torch.no_grad():
+        inputs, targets = strategy.ranking_batches[0]
+        winner_loss = torch.nn.functional.cross_entropy(model(inputs, strategy.eval_arch_weights()), targets).item()
+    assert winner_loss == pytest.approx(min(losses), rel=1e-5)
+    capped = strategy.genotype(max_skip_connects=1)
+    assert normal_cell_counts(capped)["skip_connects"] <= 1
+    first_within = next(c for c in strategy.ranked
+                        if normal_cell_counts(strategy.space.architecture_genotype(c))["skip_connects"] <= 1)
+    assert str(capped) == str(strategy.space.architecture_genotype(first_within))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,7 +11,9 @@ Per epoch the engine asks the task for its batches from the step it resumes at, 
 logs a window of them every ``log_every`` steps, checks for a stop signal after every step, and at
 the epoch's end lets the task finish the epoch (schedulers, evaluation, genotypes), logs the
 record, and writes one checkpoint: the engine's own state (epoch, RNG, history, wall time) plus
-``task.state()``. A stop signal mid-epoch checkpoints the step it reached and the metric sums so
+``task.state()``; an epoch the task marks ``is_best`` is also written to ``best.pt``. When the task's
+``early_stop`` decides to stop, the decision goes into that epoch's record (``stop``) and the run
+ends there; a resumed stopped run stays stopped. A stop signal mid-epoch checkpoints the step it reached and the metric sums so
 far; ``resume=true`` continues from there and ends as an uninterrupted run does.
 """
 from __future__ import annotations
@@ -68,6 +70,12 @@ class Task(abc.ABC):
 
     def log_epoch(self, epoch: int, record: dict, logger: RunLogger, run_dir: Path) -> None:
         """Pictures, texts and files of the epoch (rank 0 only)."""
+
+    def early_stop(self, history: list[dict]) -> dict | None:
+        """After an epoch's record is made: a stop decision ({"epoch", "genotype_epoch", "reason"})
+        to end the run there, or None. A pure function of ``history`` (every finished epoch's record,
+        the last one included), so a resumed run decides as an uninterrupted one."""
+        return None
 
     @abc.abstractmethod
     def state(self) -> dict[str, Any]:
@@ -142,8 +150,9 @@ class Run(StoppableRun):
             logger.console(f"resuming from epoch {self.start_epoch} step {self.start_step} of "
                            f"{task.epochs} epochs ({self.checkpoint_path})")
         stop_check = StopCheck(self.cfg.get("preemption"), self.dist, self.device)
+        first_epoch = task.epochs if self.stop_decision() else self.start_epoch   # stopped early: stays so
         with stop_check.signals:
-            for epoch in range(self.start_epoch, task.epochs):
+            for epoch in range(first_epoch, task.epochs):
                 epoch_start = time.time()
                 first_step = self.start_step if epoch == self.start_epoch else 0
                 record = {"epoch": epoch, **task.start_epoch(epoch)}
@@ -152,7 +161,13 @@ class Run(StoppableRun):
                 task.end_epoch(epoch, record)
                 self.wall_time_s += time.time() - epoch_start
                 record["wall_time_s"] = self.wall_time_s
+                decision = task.early_stop(self.history + [record])
+                if decision:
+                    record["stop"] = decision
                 self.end_of_epoch(epoch, record)
+                if decision:
+                    logger.console(f"stopping early after epoch {epoch}: {decision['reason']}")
+                    break
                 if epoch + 1 < task.epochs and stop_check.requested_at_epoch_end():
                     self.stop(epoch + 1, 0, None, stop_check)
         return self.finish()
@@ -186,12 +201,20 @@ class Run(StoppableRun):
                                 epoch, prefix="epoch/")
             self.task.log_epoch(epoch, record, self.logger, self.run_dir)
             save_atomic(self.state(epoch), self.checkpoint_path)
+            if record.get("is_best"):
+                save_atomic(self.state(epoch), self.run_dir / "best.pt")
             self.logger.flush()
         shown = {k: record[k] for k in self.task.progress_keys if isinstance(record.get(k), (int, float))}
         self.logger.progress("epoch", epoch + 1, self.task.epochs, shown)
 
+    def stop_decision(self) -> dict | None:
+        return self.history[-1].get("stop") if self.history else None
+
     def finish(self) -> dict:
         results = {"kind": self.task.kind, **self.task.finish(self.run_dir, self.logger, self.context.writes, self.history)}
+        decision = self.stop_decision()
+        results.update(stopped_epoch=decision["epoch"] if decision else None,
+                       stop_reason=decision["reason"] if decision else None, epochs_run=len(self.history))
         results.update(epochs=self.task.epochs, steps_per_epoch=self.task.steps_per_epoch,
                        wall_time_s=self.wall_time_s, world_size=self.dist.world_size, seed=self.cfg.seed,
                        device=str(self.device), versions=library_versions(), history=self.history)

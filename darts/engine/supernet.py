@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 from darts import viz
 from darts.checkpoint import load_state_dicts
 from darts.data import SearchData, build_search_data
-from darts.diagnostics import cell_op_counts
+from darts.diagnostics import EigenvalueProbe, normal_cell_counts, ranking_digest
 from darts.distributed import lr_scale, shard_sizes
+from darts.early_stop import METRICS, build_stop_rule, check_metric, is_better
 from darts.errors import DartsError
 from darts.engine.context import RunContext, in_layout, scaled_learning_rates
 from darts.engine.evaluate import entropy, evaluate
@@ -24,6 +25,7 @@ from darts.engine.loop import Task
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
 from darts.strategies.base import SupernetStrategy
+from darts.strategies.darts import preserved_bn_stats
 from darts.tracking import RunLogger, write_json
 
 
@@ -88,18 +90,26 @@ class SupernetSearch(Task):
         self.alpha_batches = in_layout(self.data.alpha_stream, self.layout)
         self.genotype = None
         self.previous_genotype: str | None = None   # the last epoch's, to say whether the genotype changed
+        selection = cfg.get("selection") or {}
+        self.max_skip_connects = selection.get("max_skip_connects")
+        self.metric_key, self.metric_sense = METRICS[check_metric(selection.get("metric", "accuracy"))]
+        self.best: dict | None = None                 # {"epoch", "value"} of the best evaluation so far
+        self.stop_rule = build_stop_rule(cfg.get("early_stop") or {"name": "none"})
+        self.eigenvalues = EigenvalueProbe(cfg.get("diagnostics") or {}, self.stop_rule.eigenvalue_every, self.epochs)
+        self.eigenvalue_batch = None
 
     # -- checkpoints ------------------------------------------------------------------
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "alpha_stream": self.data.alpha_stream.state_dict(),
                 "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()},
-                "previous_genotype": self.previous_genotype}
+                "previous_genotype": self.previous_genotype, "best": self.best}
 
     def load_state(self, state: dict, source: str) -> None:
         load_state_dicts({"model": self.model}, state, source)
         load_state_dicts(self.strategy.checkpointables(), state["strategy"], source)
         self.data.alpha_stream.load_state_dict(state["alpha_stream"])
         self.previous_genotype = state.get("previous_genotype")
+        self.best = state.get("best")
 
     # -- the loop's parts ---------------------------------------------------------------------
     def check_resume(self, run_dir: Path) -> None:
@@ -129,19 +139,54 @@ class SupernetSearch(Task):
             result = evaluate(self.model, self.data.alpha_eval_batches, forward=lambda x: self.model(x, arch),
                               max_batches=self.search_cfg.get("eval_max_batches"), dist=self.dist)
             record.update(alpha_eval_loss=result["loss"], alpha_eval_acc=result["top1"])
+            self.track_best(epoch, record)
+        if self.eigenvalues.due(epoch):
+            record["eigenvalue"] = self.measure_eigenvalue()
         if self.dist.enabled and self.strategy.arch_parameters():
             record["alpha_rank_divergence"] = self.dist.max_divergence(self.strategy.arch_parameters())
         # Every rank derives the genotype: a strategy may need collectives for it (random_ws ranks).
-        self.genotype = self.strategy.genotype()
-        for cell, cell_weights in self.strategy.mixing_weights().items():
+        self.genotype = self.strategy.genotype(self.max_skip_connects)
+        weights = self.strategy.mixing_weights()
+        for cell, cell_weights in weights.items():
             record[f"entropy_{cell}"] = entropy(cell_weights)
+        record["alpha_ranking"] = ranking_digest(weights, self.space.primitives)
         # The collapse signals in the normal cell (a space with one cell type: that cell).
-        graphs = self.genotype.cell_graphs()
-        for key, count in cell_op_counts(graphs.get("normal") or next(iter(graphs.values()))).items():
+        for key, count in normal_cell_counts(self.genotype).items():
             record[f"normal_{key}"] = count
         text = str(self.genotype)
         record["genotype_changed"] = self.previous_genotype is not None and text != self.previous_genotype
+        record["genotype"] = text
         self.previous_genotype = text
+
+    def track_best(self, epoch: int, record: dict) -> None:
+        """Mark the epoch whose alpha-split evaluation is the best so far by ``selection.metric``
+        (ties: the earlier epoch); the engine writes its checkpoint to ``best.pt``."""
+        value = record[self.metric_key]
+        if self.best is None or is_better(value, self.best["value"], self.metric_sense):
+            self.best = {"epoch": epoch, "value": value}
+            record["is_best"] = True
+
+    def measure_eigenvalue(self) -> float:
+        """The dominant Hessian eigenvalue of the alpha-split loss w.r.t. the architecture
+        parameters, on one fixed batch (the alpha split's first, cut to the search batch: the same
+        batch every time, so the trajectory follows the curvature, not the batch), in train mode
+        with the BN statistics left as they were, as RobustDARTS measures it."""
+        if self.eigenvalue_batch is None:
+            inputs, targets = next(iter(self.data.alpha_eval_batches.epoch(0)))
+            size = self.search_cfg.batch_size
+            self.eigenvalue_batch = (inputs[:size].contiguous(memory_format=self.layout), targets[:size])
+        objective = self.strategy.hessian_objective(self.eigenvalue_batch)
+        if objective is None:
+            return float("nan")
+        self.model.train()
+        with preserved_bn_stats(self.model):
+            value = self.eigenvalues.measure(*objective)
+        # Each rank measured on its own shard's batch: the run reports their mean.
+        return float(self.dist.average_tensors([torch.tensor([value], device=self.context.device)])[0])
+
+    def early_stop(self, history: list[dict]) -> dict | None:
+        decision = self.stop_rule.decide(history, self.epochs)
+        return decision.to_dict() if decision else None
 
     def log_epoch(self, epoch: int, record: dict, logger: RunLogger, run_dir: Path) -> None:
         labels = self.space.edge_labels()
@@ -155,14 +200,29 @@ class SupernetSearch(Task):
         write_json(run_dir / "genotypes" / f"epoch_{epoch:03d}.json", genotype_record(self.genotype))
         logger.console(f"  genotype {self.genotype}")
 
+    def chosen_genotype(self, history: list[dict]):
+        """The search's result: the genotype of the epoch an early stop names, else the current one."""
+        decision = history[-1].get("stop") if history else None
+        if decision and decision["genotype_epoch"] != history[-1]["epoch"]:
+            chosen = next(record for record in history if record["epoch"] == decision["genotype_epoch"])
+            return self.space.parse_genotype(chosen["genotype"])
+        return self.strategy.genotype(self.max_skip_connects)
+
     def finish(self, run_dir: Path, logger: RunLogger, writes: bool, history: list[dict]) -> dict:
-        genotype = self.strategy.genotype()
+        genotype = self.chosen_genotype(history)
         last = history[-1] if history else {}
+        decision = last.get("stop")
+        best_record = next((r for r in history if self.best and r["epoch"] == self.best["epoch"]), None)
         results = {
             "strategy": self.strategy.name,
             "space": self.space.name,
             "genotype": genotype.to_dict(),
             "genotype_string": str(genotype),
+            "genotype_epoch": decision["genotype_epoch"] if decision else (last.get("epoch")),
+            "selection_metric": self.metric_key,
+            "best_epoch": self.best["epoch"] if self.best else None,
+            "best_value": self.best["value"] if self.best else None,
+            "best_genotype_string": best_record["genotype"] if best_record else None,
             "alphas": self.strategy.arch_record(),
             "softmax_weights": {cell: w.float().tolist() for cell, w in self.strategy.mixing_weights().items()},
             "train_loss": last.get("loss"), "train_acc": last.get("acc"),
@@ -173,5 +233,11 @@ class SupernetSearch(Task):
         }
         if writes:
             write_json(run_dir / "genotype.json", genotype_record(genotype))
+            if best_record:
+                write_json(run_dir / "genotype_best.json",
+                           genotype_record(self.space.parse_genotype(best_record["genotype"])))
+            chart = viz.search_diagnostics_chart(history, self.epochs)
+            viz.save_png(chart, run_dir / "diagnostics.png")
+            logger.image("diagnostics", chart, last.get("epoch", 0))
         return results
 

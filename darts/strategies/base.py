@@ -18,7 +18,7 @@ It declares what a search with it trains (``trains``), and the run engine plugs 
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn as nn
@@ -59,6 +59,7 @@ class SupernetStrategy(Strategy):
     """One weight-sharing search method (see the module docstring for the lifecycle)."""
 
     trains = "supernet"
+    transform: Callable[[ArchWeights], ArchWeights] | None = None   # see constrain()
 
     def build_supernet(self, space: SearchSpace, num_classes: int, in_channels: int) -> nn.Module:
         """The supernet this strategy trains; default: the space's own."""
@@ -90,9 +91,28 @@ class SupernetStrategy(Strategy):
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         """{cell type: (edges, ops)} non-negative weights to log, plot and derive from."""
 
-    def genotype(self):
-        """The current discrete architecture: the space's rule on :meth:`mixing_weights`."""
-        return self.space.derive(self.mixing_weights())
+    def genotype(self, max_skip_connects: int | None = None):
+        """The current discrete architecture: the space's rule on :meth:`mixing_weights`, with at
+        most ``max_skip_connects`` skip connections in the normal cell (P-DARTS's cap; None: no cap)."""
+        if max_skip_connects is None:
+            return self.space.derive(self.mixing_weights())
+        return self.space.derive(self.mixing_weights(), max_skip_connects=max_skip_connects)
+
+    def constrain(self, transform: Callable[[ArchWeights], ArchWeights] | None) -> None:
+        """From now on every architecture weight this strategy builds for a forward (training and
+        evaluation) passes through ``transform`` (DARTS-PT's projected edges); None lifts it. A
+        strategy whose forwards do not go through :meth:`constrained` must refuse (raise)."""
+        self.transform = transform
+
+    def constrained(self, arch: ArchWeights) -> ArchWeights:
+        return arch if self.transform is None else self.transform(arch)
+
+    def hessian_objective(self, batch: Batch) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]] | None:
+        """What the dominant Hessian eigenvalue is measured on: ``(loss_fn, params)`` with
+        ``loss_fn()`` the validation loss of ``batch`` as a differentiable function of the
+        architecture parameters ``params`` (see :func:`darts.diagnostics.dominant_eigenvalue`);
+        None for a strategy without architecture parameters."""
+        return None
 
     @abc.abstractmethod
     def checkpointables(self) -> dict[str, Any]:

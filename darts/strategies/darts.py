@@ -116,8 +116,13 @@ class DARTS(SupernetStrategy):
     def forward_weights(self) -> ArchWeights:
         """What a training forward mixes with: softmax(alpha) per edge (times the normalised betas)."""
         scales = self.edge_scales()
-        return {cell: EdgeWeights(torch.softmax(alphas, dim=-1), edge_scales=scales[cell])
-                for cell, alphas in self.arch.alphas().items()}
+        return self.constrained({cell: EdgeWeights(torch.softmax(alphas, dim=-1), edge_scales=scales[cell])
+                                 for cell, alphas in self.arch.alphas().items()})
+
+    def expected_weights(self) -> ArchWeights:
+        """Deterministic weights, differentiable in the architecture parameters, that stand for the
+        strategy's mixture (what the Hessian diagnostic differentiates): DARTS's own forward weights."""
+        return self.forward_weights()
 
     def eval_arch_weights(self) -> ArchWeights:
         with torch.no_grad():
@@ -137,6 +142,17 @@ class DARTS(SupernetStrategy):
 
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()
+
+    def hessian_objective(self, batch: Batch):
+        """RobustDARTS (src/search/analyze.py): the float32 validation cross-entropy at the current
+        weights plus the alphas' L2 term of the Adam weight decay (their Hessian includes it), with
+        the supernet in whatever mode the caller set (they measure in train mode)."""
+        weight_decay = self.a_optimizer.param_groups[0]["weight_decay"]
+
+        def loss_fn() -> torch.Tensor:
+            loss, _ = self.loss(batch, float32=True, arch=self.expected_weights())
+            return loss + 0.5 * weight_decay * sum((alpha * alpha).sum() for alpha in self.alphas)
+        return loss_fn, self.alphas
 
     # -- one search step -------------------------------------------------------------
     def loss(self, batch: Batch, float32: bool = False,

@@ -61,12 +61,16 @@ class DrNAS(DARTS):
             # validate_args=False: the argument check would read the tensor back to the host.
             sample = Dirichlet(dirichlet_concentration(alphas.float()), validate_args=False).rsample()
             weights[cell] = EdgeWeights(sample.to(alphas.dtype))
-        return weights
+        return self.constrained(weights)
+
+    def expected_weights(self) -> ArchWeights:
+        """The Dirichlet mean: deterministic, differentiable in the alphas."""
+        return self.constrained({cell: EdgeWeights(dirichlet_mean(alphas)) for cell, alphas in self.arch.alphas().items()})
 
     def eval_arch_weights(self) -> ArchWeights:
         """Evaluation mixes with the Dirichlet mean: deterministic."""
         with torch.no_grad():
-            return {cell: EdgeWeights(dirichlet_mean(alphas)) for cell, alphas in self.arch.alphas().items()}
+            return self.expected_weights()
 
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         """The Dirichlet mean (float64, CPU); the space's rule derives the cell from it."""

@@ -111,7 +111,12 @@ class GDAS(DARTS):
             soft = torch.softmax((F.log_softmax(alphas, -1) + gumbels) / self.tau, dim=-1)
             hard = one_hot_rows(chosen, alphas.shape[-1]).to(alphas.device, alphas.dtype, non_blocking=True)
             weights[cell] = EdgeWeights(hard - soft.detach() + soft, chosen)
-        return weights
+        return self.constrained(weights)
+
+    def expected_weights(self) -> ArchWeights:
+        """softmax(alpha) on every op: the distribution the samples come from at tau = 1."""
+        return self.constrained({cell: EdgeWeights(torch.softmax(alphas, dim=-1))
+                                 for cell, alphas in self.arch.alphas().items()})
 
     def eval_arch_weights(self) -> ArchWeights:
         """Evaluation runs the most likely op per edge, the argmax of alpha (one host copy)."""
@@ -120,7 +125,7 @@ class GDAS(DARTS):
             chosen = alphas.detach().argmax(-1).tolist()
             weights[cell] = EdgeWeights(one_hot_rows(chosen, alphas.shape[-1]).to(alphas.device, alphas.dtype),
                                         chosen)
-        return weights
+        return self.constrained(weights)
 
     # mixing_weights(): softmax(alpha), the distribution GDAS samples from at tau = 1;
     # genotype(): the space's rule on softmax(alpha), as GDAS derives its cells.

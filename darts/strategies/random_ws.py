@@ -10,8 +10,11 @@ exactly the cell the genotype describes. In NAS-Bench-201, one op per edge
 drawn from all ops. There are no alphas and no alpha optimiser.
 
 Selection: ``num_candidates`` random architectures are scored with the shared
-weights on the same few alpha-split batches (mean cross-entropy, lower is
-better, ties to the earlier candidate) and the best one is the genotype.
+weights on the same few alpha-split batches and the best one is the genotype:
+``metric=accuracy`` (the authors' criterion) ranks by top-1 with ties to the
+lower loss, ``metric=loss`` by mean cross-entropy; remaining ties go to the
+earlier candidate. With a cap on skip connections (``genotype(max_skip_connects)``)
+the best candidate within the cap wins.
 BatchNorm runs on batch statistics there (the running statistics mix every
 architecture sampled in training) and its running buffers are left untouched.
 
@@ -32,6 +35,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from darts.diagnostics import normal_cell_counts
 from darts.errors import DartsError
 from darts.runtime import Runtime
 from darts.spaces.base import Architecture, SearchSpace
@@ -40,20 +44,30 @@ from darts.strategies.base import STRATEGIES, Batch, GeneratorState, one_hot_row
 from darts.strategies.darts import DARTS, preserved_bn_stats
 
 
+RANKING_METRICS = ("accuracy", "loss")
+
+
+def ranking_order(accuracies: list[float], losses: list[float], metric: str) -> list[int]:
+    """Candidate indices best first: by accuracy (ties: lower loss) or by loss; then the earlier one."""
+    if metric == "accuracy":
+        return sorted(range(len(losses)), key=lambda i: (-accuracies[i], losses[i], i))
+    return sorted(range(len(losses)), key=lambda i: (losses[i], i))
+
+
 class RankingState:
-    """The checkpointed part of selection: the buffered alpha batches and the chosen architecture."""
+    """The checkpointed part of selection: the buffered alpha batches and the ranked architectures."""
 
     def __init__(self, strategy: "RandomWS"):
         self.strategy = strategy
 
     def state_dict(self) -> dict:
         return {"alpha_batches": [list(batch) for batch in self.strategy.ranking_batches],
-                "winner": self.strategy.winner, "step_in_epoch": self.strategy.step_in_epoch}
+                "ranked": self.strategy.ranked, "step_in_epoch": self.strategy.step_in_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.strategy.ranking_batches.clear()
         self.strategy.ranking_batches.extend(tuple(batch) for batch in state["alpha_batches"])
-        self.strategy.winner = state["winner"]
+        self.strategy.ranked = list(state["ranked"])
         # A checkpoint taken mid-epoch (at a stop signal) resumes at that step of the epoch.
         self.strategy.step_in_epoch = int(state.get("step_in_epoch", 0))
 
@@ -62,12 +76,17 @@ class RankingState:
 class RandomWS(DARTS):
     """num_candidates: random architectures ranked at selection.
     eval_batches: alpha batches (the ring buffer's length) each candidate is scored on.
-    rank_every: epochs between rankings (the last epoch always ranks)."""
+    rank_every: epochs between rankings (the last epoch always ranks).
+    metric: accuracy | loss, what ranks the candidates (``selection.metric``)."""
 
     name = "random_ws"
 
-    def __init__(self, num_candidates: int = 100, eval_batches: int = 4, rank_every: int = 1):
+    def __init__(self, num_candidates: int = 100, eval_batches: int = 4, rank_every: int = 1,
+                 metric: str = "accuracy"):
         super().__init__(order=1)
+        if metric not in RANKING_METRICS:
+            raise DartsError(f"unknown selection.metric {metric!r}; valid choices: {', '.join(RANKING_METRICS)}")
+        self.metric = metric
         for option, value in (("num_candidates", num_candidates), ("eval_batches", eval_batches),
                               ("rank_every", rank_every)):
             if not isinstance(value, int) or value < 1:
@@ -77,7 +96,7 @@ class RandomWS(DARTS):
         self.rank_every = rank_every
         self.generator = torch.Generator()
         self.ranking_batches: collections.deque[Batch] = collections.deque(maxlen=eval_batches)
-        self.winner: Architecture | None = None
+        self.ranked: list[Architecture] = []   # the last ranking's candidates, best first
         self.step_in_epoch = 0
 
     # -- construction ------------------------------------------------------------------------
@@ -133,7 +152,11 @@ class RandomWS(DARTS):
     def eval_arch_weights(self) -> ArchWeights:
         """The ranked winner or, before any ranking, a fixed architecture from its own generator
         (the training stream is left alone)."""
-        return self.sampled_weights(self.winner or self.space.random_architecture(torch.Generator().manual_seed(0)))
+        winner = self.ranked[0] if self.ranked else self.space.random_architecture(torch.Generator().manual_seed(0))
+        return self.sampled_weights(winner)
+
+    def hessian_objective(self, batch: Batch):
+        return None  # no architecture parameters to take a Hessian in
 
     # -- training ----------------------------------------------------------------------------------
     def step(self, train_batch: Batch, alpha_batches: Iterator[Batch], epoch: int) -> dict[str, torch.Tensor]:
@@ -152,39 +175,50 @@ class RandomWS(DARTS):
 
     # -- selection ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def rank(self) -> list[float]:
-        """Score ``num_candidates`` random architectures on the buffered batches; keep the best.
-        Returns the candidates' mean losses (one host copy for all of them)."""
+    def rank(self) -> tuple[list[float], list[float]]:
+        """Score ``num_candidates`` random architectures on the buffered batches and rank them.
+        Returns the candidates' top-1 accuracies and mean losses (one host copy for all of them)."""
         if not self.ranking_batches:
             raise DartsError("random_ws ranks architectures on alpha batches taken in step(); "
                              "no step has run yet")
         candidates = [self.space.random_architecture(self.generator) for _ in range(self.num_candidates)]
         was_training = self.model.training
         self.model.train()  # batch statistics; see the module docstring
-        scores = []
+        loss_sums, correct_sums = [], []
         try:
             with preserved_bn_stats(self.model):
                 for candidate in candidates:
                     arch = self.sampled_weights(candidate)
-                    loss_sum, count = 0.0, 0
+                    loss_sum, correct = 0.0, 0.0
                     for inputs, targets in self.ranking_batches:
-                        loss, _ = self.loss((inputs, targets), arch=arch)
+                        loss, logits = self.loss((inputs, targets), arch=arch)
                         loss_sum = loss_sum + loss.float() * targets.shape[0]
-                        count += targets.shape[0]
-                    scores.append(loss_sum / count)
+                        correct = correct + (logits.argmax(1) == targets).sum().float()
+                    loss_sums.append(loss_sum)
+                    correct_sums.append(correct)
         finally:
             self.model.train(was_training)
+        count = sum(targets.shape[0] for _, targets in self.ranking_batches)
         # Under DDP each rank scored its shard of the batches: the mean over ranks is the global score,
-        # and every rank picks the same winner.
-        losses = self.runtime.dist.average_tensors([torch.stack(scores)])[0].cpu().tolist()
-        best = min(range(len(losses)), key=lambda i: losses[i])  # ties: the earlier candidate
-        self.winner = candidates[best]
-        return losses
+        # and every rank ranks the same way.
+        scores = torch.stack([torch.stack(loss_sums), torch.stack(correct_sums)]) / count
+        losses, accuracies = self.runtime.dist.average_tensors([scores])[0].cpu().tolist()
+        self.ranked = [candidates[i] for i in ranking_order(accuracies, losses, self.metric)]
+        return accuracies, losses
 
-    def genotype(self):
-        if self.winner is None:
+    @property
+    def winner(self) -> Architecture | None:
+        return self.ranked[0] if self.ranked else None
+
+    def genotype(self, max_skip_connects: int | None = None):
+        if not self.ranked:
             self.rank()
-        return self.space.architecture_genotype(self.winner)
+        for candidate in self.ranked:
+            genotype = self.space.architecture_genotype(candidate)
+            if max_skip_connects is None or normal_cell_counts(genotype)["skip_connects"] <= max_skip_connects:
+                return genotype
+        raise DartsError(f"none of the {len(self.ranked)} ranked random_ws candidates has at most "
+                         f"{max_skip_connects} skip connections in its normal cell (selection.max_skip_connects)")
 
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         """Uniform over the ops a random cell draws from: the distribution each kept edge samples from."""

@@ -7,13 +7,17 @@ knows no search space; their layout is Graphviz's ``dot``, as in the original DA
 * :mod:`~darts.viz.heatmap`: :func:`alpha_heatmap`, an (edges, ops) weight matrix as an image (Pillow);
 * :mod:`~darts.viz.dot_source`: :func:`cell_to_dot`, a CellGraph as DOT source;
 * :mod:`~darts.viz.render`: :func:`draw_genotype`, every cell of a genotype rendered by ``dot`` to PNG;
+* :mod:`~darts.viz.curves`: :func:`line_panels` and :func:`search_diagnostics_chart`, per-epoch values
+  as line charts, and :func:`save_png`;
 * :mod:`~darts.viz.images`: :func:`load_png`, a picture back as an (H, W, 3) uint8 array;
 * :mod:`~darts.viz.palette`: the colours, :func:`op_color` among them.
 """
+from darts.viz.curves import Series, line_panels, save_png, search_diagnostics_chart
 from darts.viz.dot_source import cell_to_dot
 from darts.viz.heatmap import alpha_heatmap
 from darts.viz.images import load_png
 from darts.viz.palette import ARGMAX_OUTLINE, op_color
 from darts.viz.render import draw_genotype
 
-__all__ = ["ARGMAX_OUTLINE", "alpha_heatmap", "cell_to_dot", "draw_genotype", "load_png", "op_color"]
+__all__ = ["ARGMAX_OUTLINE", "Series", "alpha_heatmap", "cell_to_dot", "draw_genotype", "line_panels", "load_png",
+           "op_color", "save_png", "search_diagnostics_chart"]

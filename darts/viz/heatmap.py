@@ -6,13 +6,13 @@ softmax weights early in a search still show their differences.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from darts.viz.text import default_font, draw_centered, label_height, text_width
 from darts.viz.palette import (ARGMAX_OUTLINE, BACKGROUND, MISSING_VALUE_COLOR, OUTLINE_COLOR, TEXT_COLOR,
                                is_light, viridis_like)
 
@@ -22,32 +22,6 @@ GROUP_GAP = 6  # pixels between the edges of different target nodes
 MIN_CELL_WIDTH, MIN_CELL_HEIGHT = 48, 24
 COLOUR_BAR_WIDTH = 14
 OUTLINE_WIDTH = 3
-
-
-@functools.cache
-def _font(size: int):
-    """Pillow's bundled font at ``size`` pixels, or its fixed bitmap font where that cannot be sized."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
-
-
-def _text_width(text: str, font) -> int:
-    left, _, right, _ = font.getbbox(text)
-    return right - left
-
-
-def _line_height(font) -> int:
-    # One height for every label of a font, so that rows of text line up whatever letters they hold.
-    _, top, _, bottom = font.getbbox("Ag{}_0|<-")
-    return bottom - top
-
-
-def _draw_centered(draw: ImageDraw.ImageDraw, center: tuple[float, float], text: str, font, fill) -> None:
-    # Text anchors work only with FreeType fonts, so centre the ink box by hand.
-    left, top, right, bottom = font.getbbox(text)
-    draw.text((center[0] - (left + right) / 2, center[1] - (top + bottom) / 2), text, font=font, fill=fill)
 
 
 def _as_matrix(weights) -> np.ndarray:
@@ -97,16 +71,16 @@ class _Layout:
 
 def _layout(labels: Sequence[str], op_names: Sequence[str], values: list[list[str]], tick_texts: Sequence[str],
             title: str, font, title_font) -> _Layout:
-    line_height = _line_height(font)
+    line_height = label_height(font)
     cell_texts = list(op_names) + [text for row in values for text in row]
-    cell_width = max(MIN_CELL_WIDTH, max(_text_width(text, font) for text in cell_texts) + 2 * PADDING)
+    cell_width = max(MIN_CELL_WIDTH, max(text_width(text, font) for text in cell_texts) + 2 * PADDING)
     cell_height = max(MIN_CELL_HEIGHT, line_height + 2 * PADDING)
-    grid_left = MARGIN + max(_text_width(label, font) for label in labels) + PADDING
+    grid_left = MARGIN + max(text_width(label, font) for label in labels) + PADDING
 
     top = MARGIN
-    title_center_y = top + _line_height(title_font) / 2
+    title_center_y = top + label_height(title_font) / 2
     if title:
-        top += _line_height(title_font) + PADDING
+        top += label_height(title_font) + PADDING
     column_label_y = top + line_height / 2
     grid_top = top + line_height + PADDING
 
@@ -120,9 +94,9 @@ def _layout(labels: Sequence[str], op_names: Sequence[str], values: list[list[st
     grid_bottom = y - GROUP_GAP
 
     bar_left = grid_left + len(op_names) * cell_width + 2 * PADDING
-    width = bar_left + COLOUR_BAR_WIDTH + PADDING // 2 + max(_text_width(text, font) for text in tick_texts) + MARGIN
+    width = bar_left + COLOUR_BAR_WIDTH + PADDING // 2 + max(text_width(text, font) for text in tick_texts) + MARGIN
     if title:
-        width = max(width, _text_width(title, title_font) + 2 * MARGIN)
+        width = max(width, text_width(title, title_font) + 2 * MARGIN)
     return _Layout(width=width, height=grid_bottom + MARGIN, title_center_y=title_center_y,
                    column_label_y=column_label_y, grid_left=grid_left, grid_top=grid_top, grid_bottom=grid_bottom,
                    cell_width=cell_width, cell_height=cell_height, row_tops=tuple(row_tops), bar_left=bar_left)
@@ -158,7 +132,7 @@ def alpha_heatmap(weights, op_names: Sequence[str], row_labels: Sequence[str], t
     fractions = (matrix - low) / span if span > 0 else np.full(matrix.shape, 0.5)
     cell_colors = viridis_like(np.where(finite, fractions, 0.0))
 
-    font, title_font = _font(13), _font(16)
+    font, title_font = default_font(13), default_font(16)
     values = [[f"{value:.2f}" for value in row] for row in matrix.tolist()]
     tick_texts = (f"{high:.2f}", f"{(low + high) / 2:.2f}", f"{low:.2f}")
     layout = _layout(labels, op_names, values, tick_texts, title, font, title_font)
@@ -166,9 +140,9 @@ def alpha_heatmap(weights, op_names: Sequence[str], row_labels: Sequence[str], t
     image = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     if title:
-        _draw_centered(draw, (layout.width / 2, layout.title_center_y), title, title_font, TEXT_COLOR)
+        draw_centered(draw, (layout.width / 2, layout.title_center_y), title, title_font, TEXT_COLOR)
     for column, name in enumerate(op_names):
-        _draw_centered(draw, (layout.grid_left + (column + 0.5) * layout.cell_width, layout.column_label_y), name,
+        draw_centered(draw, (layout.grid_left + (column + 0.5) * layout.cell_width, layout.column_label_y), name,
                        font, TEXT_COLOR)
     for row, label in enumerate(labels):
         _draw_row(draw, layout, row, label, values[row], matrix[row], finite[row], cell_colors[row], font)
@@ -189,7 +163,7 @@ def _draw_row(draw: ImageDraw.ImageDraw, layout: _Layout, row: int, label: str, 
         color = tuple(int(channel) for channel in colors[column]) if finite[column] else MISSING_VALUE_COLOR
         draw.rectangle((left, top, left + layout.cell_width - 1, top + layout.cell_height - 1), fill=color,
                        outline=BACKGROUND)
-        _draw_centered(draw, (left + layout.cell_width / 2, center_y), text, font,
+        draw_centered(draw, (left + layout.cell_width / 2, center_y), text, font,
                        TEXT_COLOR if is_light(color) else BACKGROUND)
     if finite.any():
         best = int(np.argmax(np.where(finite, weights, -np.inf)))
