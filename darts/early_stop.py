@@ -20,18 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from darts.errors import DartsError
+from darts.metrics import METRICS, check_metric, is_better
 from darts.registry import Registry
 
 STOP_RULES: Registry[type["StopRule"]] = Registry("early_stop rule")
-# selection.metric -> the record key it reads and its sense (+1: higher is better).
-METRICS = {"accuracy": ("alpha_eval_acc", 1), "loss": ("alpha_eval_loss", -1)}
-
-
-def is_better(value: float, best: float, sense: int, min_delta: float = 0.0) -> bool:
-    """Whether ``value`` beats ``best`` by more than ``min_delta`` in the metric's sense."""
-    return sense * (value - best) > min_delta
-
-
 @dataclass(frozen=True)
 class StopDecision:
     """epoch: the last epoch the search trains; genotype_epoch: the epoch whose genotype it returns."""
@@ -52,12 +44,6 @@ def build_stop_rule(cfg) -> "StopRule":
         return cls(**options)
     except TypeError as err:
         raise DartsError(f"early_stop {cls.name!r}: bad option: {err}") from None
-
-
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise DartsError(f"unknown early_stop.metric {metric!r}; valid choices: {', '.join(METRICS)}")
-    return metric
 
 
 class StopRule(abc.ABC):
@@ -89,7 +75,7 @@ class Plateau(StopRule):
 
     def __init__(self, metric: str = "accuracy", patience: int = 3, min_delta: float = 0.0,
                  restore_best: bool = True):
-        self.key, self.sense = METRICS[check_metric(metric)]
+        self.key, self.sense = METRICS[check_metric(metric, "early_stop.metric")]
         if not isinstance(patience, int) or patience < 1:
             raise DartsError(f"early_stop.patience must be a positive integer, got {patience!r}")
         self.metric, self.patience, self.min_delta, self.restore_best = metric, patience, float(min_delta), restore_best

@@ -27,11 +27,12 @@ def without_timings(candidates):
     return [{k: v for k, v in record.items() if not k.endswith("time_s")} for record in candidates]
 
 
-def scripted_accuracy_space(correct_counts):
+def scripted_accuracy_space(correct_counts, margins=None):
     """The darts space, but each network it builds answers its evaluation (eval mode) with scripted
     logits: the k-th network evaluated gets its first ``correct_counts[k]`` images right (class 0, the
-    only label of a one-class dataset) and the rest wrong (a second column wins)."""
-    counts = iter(correct_counts)
+    only label of a one-class dataset, by a logit margin ``margins[k]``, default 1) and the rest wrong
+    (a second column wins by 1)."""
+    counts = iter(zip(correct_counts, margins or [1.0] * len(correct_counts)))
     assigned = {}
 
     def scripted_logits(network, inputs, logits):
@@ -39,9 +40,10 @@ def scripted_accuracy_space(correct_counts):
             return None
         if network not in assigned:
             assigned[network] = next(counts)
+        correct, margin = assigned[network]
         scripted = torch.zeros(logits.shape[0], 2, device=logits.device)
-        scripted[:assigned[network], 0] = 1.0
-        scripted[assigned[network]:, 1] = 1.0
+        scripted[:correct, 0] = margin
+        scripted[correct:, 1] = 1.0
         return scripted
 
     class ScriptedAccuracySpace(DartsSpace):
@@ -71,6 +73,17 @@ def test_the_genotype_is_the_first_best_candidate_by_validation_accuracy(tmp_pat
     assert sorted(p.name for p in (run_dir / "genotypes").iterdir()) == [f"candidate_{i:03d}.json" for i in range(4)]
     assert read_json(run_dir / "genotypes" / "candidate_002.json")["val_acc"] == 50.0
     assert (run_dir / "config_resolved.yaml").is_file() and any((run_dir / "tb").glob("events.out.tfevents*"))
+
+
+@pytest.mark.parametrize("metric, winner", [("accuracy", 0), ("loss", 1)])
+def test_the_selection_metric_decides_between_more_right_and_more_confident(tmp_path, metric, winner):
+    # Candidate 0: 12 of 16 right by a hair (mean loss 0.85); candidate 1: 8 right with confidence (0.66).
+    with SPACES.temporarily("scripted", scripted_accuracy_space([12, 8], margins=[0.01, 10.0])):
+        results = run_search(sampling_config("strategy.num_candidates=2", "space.name=scripted",
+                                             "dataset.num_classes=1", f"selection.metric={metric}"), tmp_path / "run")
+    losses = [record["val_loss"] for record in results["candidates"]]
+    assert [record["val_acc"] for record in results["candidates"]] == [75.0, 50.0] and losses[0] > losses[1]
+    assert results["best_candidate"] == winner
 
 
 def test_candidates_are_distinct_draws_reproducible_from_the_seed(tmp_path):

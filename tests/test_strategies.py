@@ -8,13 +8,13 @@ from omegaconf import OmegaConf
 
 from darts.diagnostics import normal_cell_counts
 from darts.engine import run_search
+from darts.metrics import ranking_order
 from darts.runtime import Runtime
 from darts.spaces import MixedOp, build_space
 from darts.spaces.darts_cnn.genotype import PRIMITIVES, Genotype, derive_from_weights
 from darts.spaces.nb201.genotype import NB201Genotype
 from darts.strategies import build_strategy
 from darts.strategies.pcdarts import PartialChannelMixedOp
-from darts.strategies.random_ws import ranking_order
 from helpers import compose_config
 
 SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,

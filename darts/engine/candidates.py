@@ -2,11 +2,11 @@
 
 The strategy (:mod:`darts.strategies.random_sampling`) draws the genotypes; this task trains each
 with the final-training pieces (network builder, optimiser, schedule, augmentation, auxiliary head,
-drop path, runtime) for ``strategy.train.epochs`` on the search split's weight half and scores it by
-top-1 on the alpha half. The test set is never loaded. The run's epochs are the candidates' epochs
+drop path, runtime) for ``strategy.train.epochs`` on the search split's weight half and scores it on
+the alpha half by ``strategy.metric`` (``selection.metric``: top-1 or loss). The test set is never loaded. The run's epochs are the candidates' epochs
 one after another (candidate ``e // E``, its epoch ``e % E``), so a checkpoint after every epoch
 and at a stop signal resumes inside a candidate, and a larger ``strategy.num_candidates`` extends a
-finished run. The best candidate (ties: the earlier one) is the genotype.
+finished run. The best candidate (accuracy ties: the lower loss; then the earlier one) is the genotype.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from darts import export, viz
 from darts.checkpoint import load_state_dicts
 from darts.data import build_search_data, stream_seed
 from darts.errors import DartsError
+from darts.metrics import ranking_order
 from darts.engine.context import RunContext, in_layout
 from darts.engine.evaluate import evaluate
 from darts.engine.loop import Task
@@ -165,8 +166,10 @@ class CandidateTraining(Task):
                       best_val_acc=self.best()["val_acc"])
 
     def best(self) -> dict:
-        """The candidate with the highest alpha-split accuracy; max keeps the first of equals."""
-        return max(self.candidates, key=lambda record: record["val_acc"])
+        """The best candidate on the alpha split by ``strategy.metric`` (ties: see ``ranking_order``)."""
+        order = ranking_order([c["val_acc"] for c in self.candidates], [c["val_loss"] for c in self.candidates],
+                              self.strategy.metric)
+        return self.candidates[order[0]]
 
     def log_epoch(self, epoch: int, record: dict, logger: RunLogger, run_dir: Path) -> None:
         if "val_acc" not in record:

@@ -17,8 +17,9 @@ from darts.checkpoint import load_state_dicts
 from darts.data import SearchData, build_search_data
 from darts.diagnostics import EigenvalueProbe, normal_cell_counts, ranking_digest
 from darts.distributed import lr_scale, shard_sizes
-from darts.early_stop import METRICS, build_stop_rule, check_metric, is_better
+from darts.early_stop import build_stop_rule
 from darts.errors import DartsError
+from darts.metrics import METRICS, check_metric, is_better
 from darts.engine.context import RunContext, in_layout, scaled_learning_rates
 from darts.engine.evaluate import entropy, evaluate
 from darts.engine.loop import Task

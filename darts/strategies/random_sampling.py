@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from darts.errors import DartsError
+from darts.metrics import check_metric
 from darts.spaces.base import SearchSpace, positive_int
 from darts.strategies.base import STRATEGIES, Strategy
 
@@ -37,15 +38,16 @@ MAX_REDRAWS = 1000
 
 @STRATEGIES.register("random_sampling")
 class RandomSampling(Strategy):
-    """num_candidates: genotypes drawn, trained and ranked.
+    """num_candidates: genotypes drawn, trained and ranked by ``metric`` (accuracy | loss on the alpha split).
     train: one candidate's training, the keys of train_final.py's ``train`` block
     (``network: auto`` picks the space's final network)."""
 
     name = "random_sampling"
     trains = "candidates"
 
-    def __init__(self, train, num_candidates: int = 10):
+    def __init__(self, train, num_candidates: int = 10, metric: str = "accuracy"):
         self.num_candidates = positive_int("strategy.num_candidates", num_candidates)
+        self.metric = check_metric(metric)
         if isinstance(train, DictConfig):
             # Resolved now, while the node still sees the global keys its defaults point at.
             train = OmegaConf.to_container(train, resolve=True)

@@ -37,21 +37,12 @@ import torch.nn as nn
 
 from darts.diagnostics import normal_cell_counts
 from darts.errors import DartsError
+from darts.metrics import check_metric, ranking_order
 from darts.runtime import Runtime
 from darts.spaces.base import Architecture, SearchSpace
 from darts.spaces.mixed import ArchWeights, EdgeWeights
 from darts.strategies.base import STRATEGIES, Batch, GeneratorState, one_hot_rows, seed_from_global_rng
 from darts.strategies.darts import DARTS, preserved_bn_stats
-
-
-RANKING_METRICS = ("accuracy", "loss")
-
-
-def ranking_order(accuracies: list[float], losses: list[float], metric: str) -> list[int]:
-    """Candidate indices best first: by accuracy (ties: lower loss) or by loss; then the earlier one."""
-    if metric == "accuracy":
-        return sorted(range(len(losses)), key=lambda i: (-accuracies[i], losses[i], i))
-    return sorted(range(len(losses)), key=lambda i: (losses[i], i))
 
 
 class RankingState:
@@ -84,9 +75,7 @@ class RandomWS(DARTS):
     def __init__(self, num_candidates: int = 100, eval_batches: int = 4, rank_every: int = 1,
                  metric: str = "accuracy"):
         super().__init__(order=1)
-        if metric not in RANKING_METRICS:
-            raise DartsError(f"unknown selection.metric {metric!r}; valid choices: {', '.join(RANKING_METRICS)}")
-        self.metric = metric
+        self.metric = check_metric(metric)
         for option, value in (("num_candidates", num_candidates), ("eval_batches", eval_batches),
                               ("rank_every", rank_every)):
             if not isinstance(value, int) or value < 1:
