@@ -107,13 +107,16 @@ def normal_cell_counts(genotype) -> dict[str, int]:
     return cell_op_counts(graphs.get("normal") or next(iter(graphs.values())))
 
 
-def ranking_digest(weights: dict[str, torch.Tensor], primitives: Sequence[str]) -> str:
+def ranking_digest(weights: dict[str, torch.Tensor], edge_ops: dict[str, Sequence[Sequence[str]]]) -> str:
     """A short digest of the order of the parametric ops' weights on every edge of every cell
-    (weights {cell: (edges, ops)}, columns named by ``primitives``; ties by column): equal digests
-    mean the same ranking (DARTS+'s stability criterion)."""
-    columns = [k for k, op in enumerate(primitives) if not is_parameter_free(op)]
-    order = {cell: [sorted(columns, key=lambda k: (-float(row[k]), k)) for row in cell_weights]
-             for cell, cell_weights in sorted(weights.items())}
+    (weights {cell: (edges, ops)}; ``edge_ops`` {cell: each edge's op names by column}, as
+    ``SearchSpace.edge_ops()`` gives them; ties by column): equal digests mean the same ranking
+    (DARTS+'s stability criterion)."""
+    order = {}
+    for cell, cell_weights in sorted(weights.items()):
+        order[cell] = [sorted((k for k, op in enumerate(ops) if not is_parameter_free(op)),
+                              key=lambda k: (-float(row[k]), k))
+                       for row, ops in zip(cell_weights, edge_ops[cell])]
     return hashlib.sha1(json.dumps(order).encode()).hexdigest()[:12]
 
 

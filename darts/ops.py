@@ -3,7 +3,9 @@
 The op contract: ``OPS.get(name)(C, stride, affine)`` builds an ``nn.Module`` that maps
 ``(N, C, H, W)`` to ``(N, C, ceil(H/stride), ceil(W/stride))``. The supernet builds ops with
 ``affine=False`` (and puts a BN after each pool), the final network with ``affine=True``. A new op is
-one ``@OPS.register("name")`` factory in any module that the space imports.
+one ``@OPS.register("name")`` factory in any module that the space imports. An op whose output is a
+random draw rather than a function of its input (``noise``) declares ``random_output = True``
+(:func:`has_random_output`): two calls on one input differ, two runs from one RNG state agree.
 
 An op that starts with an activation may expose it for the fast path: an ``activation`` module and
 ``forward_activated(activation(x)) == forward(x)``. A mixed op then computes that activation once for
@@ -122,6 +124,32 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+class Noise(nn.Module):
+    """The ``noise`` op of RobustDARTS's space S4: standard normal noise, whatever the input's values.
+
+    x (N, C, H, W) -> N(0, 1) draws of shape (N, C, ceil(H/stride), ceil(W/stride)), on x's device
+    and dtype (and layout), detached from x. A new draw on every call, in training and eval mode
+    alike: RobustDARTS's ``NoiseOp`` (src/operations.py, ``'noise': NoiseOp(stride, 0., 1.)``) has no
+    mode switch and returns a fresh ``normal_`` draw the size of ``x[:, :, ::stride, ::stride]``.
+    No parameters and no activation, so a fused mixed op runs it on its own.
+    """
+
+    # The op's output is a random draw, not a function of its input: two calls on one input differ.
+    random_output = True
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        shape = (n, c, -(-h // self.stride), -(-w // self.stride))
+        # Keep a channels-last input's layout, so the mixed op's sum does not switch layouts.
+        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                  and not x.is_contiguous() else torch.contiguous_format)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout).normal_()
+
+
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two 1x1 stride-2 convs, one shifted by a pixel.
 
@@ -163,6 +191,7 @@ class FactorizedReduce(nn.Module):
 
 
 OPS.register("none")(lambda C, stride, affine: Zero(stride))
+OPS.register("noise")(lambda C, stride, affine: Noise(stride))  # RobustDARTS S4
 OPS.register("max_pool_3x3")(lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
 OPS.register("avg_pool_3x3")(
     lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
@@ -184,3 +213,8 @@ def is_pool(name: str) -> bool:
 
 def is_identity(op: nn.Module) -> bool:
     return isinstance(op, Identity)
+
+
+def has_random_output(op: nn.Module) -> bool:
+    """Whether ``op`` declares that its output is a random draw (``noise``), not a function of its input."""
+    return bool(getattr(op, "random_output", False))

@@ -86,8 +86,9 @@ def test_ranking_digest_sees_only_the_order_of_parametric_ops():
     base = {"normal": torch.tensor([[0.1, 0.5, 0.3, 0.1]])}
     free_moved = {"normal": torch.tensor([[0.4, 0.1, 0.3, 0.2]])}   # sep > dil still; none/skip moved
     swapped = {"normal": torch.tensor([[0.1, 0.5, 0.1, 0.3]])}      # dil > sep
-    assert ranking_digest(base, primitives) == ranking_digest(free_moved, primitives)
-    assert ranking_digest(base, primitives) != ranking_digest(swapped, primitives)
+    edge_ops = {"normal": [primitives]}
+    assert ranking_digest(base, edge_ops) == ranking_digest(free_moved, edge_ops)
+    assert ranking_digest(base, edge_ops) != ranking_digest(swapped, edge_ops)
 
 
 def test_a_search_records_the_eigenvalue_power_within_two_percent_of_exact_without_moving_the_search(tmp_path):

@@ -150,7 +150,7 @@ class SupernetSearch(Task):
         weights = self.strategy.mixing_weights()
         for cell, cell_weights in weights.items():
             record[f"entropy_{cell}"] = entropy(cell_weights)
-        record["alpha_ranking"] = ranking_digest(weights, self.space.primitives)
+        record["alpha_ranking"] = ranking_digest(weights, self.space.edge_ops())
         # The collapse signals in the normal cell (a space with one cell type: that cell).
         for key, count in normal_cell_counts(self.genotype).items():
             record[f"normal_{key}"] = count

@@ -9,9 +9,9 @@ plus one file in ``conf/space/`` whose ``name`` selects it. It says, for the res
 * the supernet: ``build_supernet(num_classes, in_channels, mixed_op)``, an ``nn.Module`` called as
   ``supernet(x, arch)`` with ``arch`` = {cell type: :class:`~darts.spaces.mixed.EdgeWeights`}
   (x: (N, in_channels, H, W) -> logits (N, num_classes)); it owns no architecture parameters;
-* derivation: ``derive(weights)`` turns {cell type: (edges, ops) non-negative weights} into a genotype
-  by the space's published rule; ``random_architecture``/``architecture_genotype`` define a uniformly
-  random cell (random search);
+* derivation: ``derive(weights, max_skip_connects=None)`` turns {cell type: (edges, ops) non-negative
+  weights} into a genotype by the space's published rule, optionally with P-DARTS's skip cap;
+  ``random_architecture``/``architecture_genotype`` define a uniformly random cell (random search);
 * the genotype format: ``genotype_class`` with ``from_dict``/``from_string``/``to_dict``/``__str__``/
   ``ops()``/``cell_graphs()``; ``published_genotypes()`` by name;
 * the final network: ``build_network(genotype, train_cfg, num_classes, in_channels)``, one of
@@ -72,6 +72,11 @@ class SearchSpace(abc.ABC):
     def edge_labels(self) -> list[str]:
         """One label per edge ('n1<-c_{k-1}', '2<-1', ...): the rows of the heatmaps."""
 
+    def edge_ops(self) -> dict[str, tuple[tuple[str, ...], ...]]:
+        """{cell type: each edge's ops, in the order of its weight columns}: what column k of edge e's
+        (edges, k) weights is (derivation, diagnostics). Default: ``primitives`` on every edge."""
+        return {cell: (tuple(self.primitives),) * self.num_edges for cell in self.cell_types}
+
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         """{cell type: (edges, ops)}: the architecture parameters a strategy owns for this space."""
         return {cell: (self.num_edges, len(self.primitives)) for cell in self.cell_types}
@@ -82,8 +87,15 @@ class SearchSpace(abc.ABC):
         """The supernet; ``mixed_op(C, stride, primitives)`` builds each edge (None: the space's own)."""
 
     @abc.abstractmethod
-    def derive(self, weights: dict[str, torch.Tensor]):
-        """{cell type: (edges, ops) weights} -> the genotype, by the space's published rule."""
+    def derive(self, weights: dict[str, torch.Tensor], max_skip_connects: int | None = None):
+        """{cell type: (edges, ops) weights} -> the genotype, by the space's published rule.
+
+        ``max_skip_connects`` = M caps the ``skip_connect`` edges of the derived normal cell (a space
+        with one cell type: that cell) at M, P-DARTS's rule (``selection.max_skip_connects``): while
+        more remain, the kept skip edge with the lowest skip weight gets its best other op. Other cell
+        types are never capped. None = no cap, the published rule unchanged; a cap the space cannot
+        meet raises DartsError. Check it with :func:`skip_cap`.
+        """
 
     def random_op_choices(self) -> list[int]:
         """Op indices a random cell draws from (a DARTS cell cannot hold ``none``; NB201 draws all)."""
@@ -189,3 +201,11 @@ def positive_int(name: str, value) -> int:
         raise DartsError(f"{name} must be a positive integer, got {value!r}")
     return value
 
+
+def skip_cap(value) -> int | None:
+    """``value`` if it is a valid cap on skip connections (None or an integer >= 0); else DartsError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DartsError(f"selection.max_skip_connects must be null (no cap) or an integer >= 0, got {value!r}")
+    return value

@@ -184,42 +184,98 @@ DARTS = DARTS_V2
 PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2, "PC_DARTS": PC_DARTS}
 
 
-def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], steps: int) -> list[tuple[str, int]]:
-    """The published rule on one cell's softmax weights, shape (edges, ops)."""
-    none_index = primitives.index("none") if "none" in primitives else None
-    candidates = [k for k in range(len(primitives)) if k != none_index]
-    rows = weights.tolist()
-    pairs: list[tuple[str, int]] = []
+# One op list per edge of a cell, in edge order (node 0's two edges, then node 1's three, ...): column k
+# of edge e's weights is the op edge_ops[e][k].
+EdgeOps = Sequence[Sequence[str]]
+SKIP = "skip_connect"
+
+
+def _edge_choice(row: Sequence[float], ops: Sequence[str], barred: str | None) -> tuple[float, int] | None:
+    """(strength, column) of the strongest op on one edge other than ``none`` and ``barred``; None if
+    the edge has no such op. Ties go to the lower column (a strict comparison), as published."""
+    best = None
+    for k, name in enumerate(ops):
+        if name == "none" or name == barred:
+            continue
+        if best is None or row[k] > row[best]:
+            best = k
+    return None if best is None else (row[best], best)
+
+
+def _select_edges(rows: list[list[float]], edge_ops: EdgeOps, steps: int, skipless: set[int],
+                  cell: str) -> list[tuple[int, int, int]]:
+    """Each node's two strongest edges: (edge, op column, input) in the genotype's order. An edge in
+    ``skipless`` is scored without its ``skip_connect`` (P-DARTS's cap took it away)."""
+    chosen: list[tuple[int, int, int]] = []
     start = 0
     for node in range(steps):
-        edges = rows[start:start + node + 2]
-        # Python's sort is stable: equal-scoring edges keep their order, so the earlier wins.
-        ranked = sorted(range(node + 2), key=lambda j: -max(edges[j][k] for k in candidates))
-        for j in ranked[:2]:
-            best = candidates[0]
-            for k in candidates[1:]:
-                if edges[j][k] > edges[j][best]:  # strict: ties go to the lower op index
-                    best = k
-            pairs.append((primitives[best], j))
+        options = {}
+        for j in range(node + 2):
+            choice = _edge_choice(rows[start + j], edge_ops[start + j], SKIP if start + j in skipless else None)
+            if choice is not None:
+                options[j] = choice
+        if len(options) < 2:
+            barred = "none and skip_connect" if skipless else "none"
+            raise DartsError(f"node {node} of the {cell} cell needs two input edges with an op other than {barred}; "
+                             f"only {len(options)} of its {node + 2} edges have one")
+        # Python's sort is stable: equal-scoring edges keep their order, so the earlier wins (DARTS's
+        # rule; P-DARTS's keep_2_branches sorts ascending and takes the last two, so on an exact tie
+        # it keeps the later edge: kept as DARTS's here, so that a cap that binds nothing changes nothing).
+        ranked = sorted(options, key=lambda j: -options[j][0])
+        chosen.extend((start + j, options[j][1], j) for j in ranked[:2])
         start += node + 2
-    return pairs
+    return chosen
 
 
-def derive_from_weights(weights: dict[str, torch.Tensor], primitives: Sequence[str], steps: int) -> Genotype:
+def _derive_cell(weights: torch.Tensor, edge_ops: EdgeOps, steps: int, cell: str,
+                 max_skips: int | None = None) -> list[tuple[str, int]]:
+    """The published rule on one cell's weights, shape (edges, ops): per edge its strongest non-``none``
+    op, per node the two edges whose strongest op is strongest.
+
+    ``max_skips`` = M: P-DARTS's cap (chenxin061/pdarts train_search.py, the "Restricting skipconnect"
+    loop: ``check_sk_number``, ``delete_min_sk_prob``, ``keep_1_on``, ``keep_2_branches``). While the
+    cell keeps more than M ``skip_connect`` edges, the kept skip edge whose skip weight is lowest
+    (the first such edge on a tie, as ``np.argmin``) loses its skip for good: it stays a candidate with
+    its best other op and that op's weight as its strength, and every node's two edges are chosen
+    again, so another edge of its node may now win."""
+    rows = weights.tolist()
+    skipless: set[int] = set()
+    chosen = _select_edges(rows, edge_ops, steps, skipless, cell)
+    while max_skips is not None:
+        skips = sorted(edge for edge, k, _ in chosen if edge_ops[edge][k] == SKIP)
+        if len(skips) <= max_skips:
+            break
+        weakest = min(skips, key=lambda edge: rows[edge][list(edge_ops[edge]).index(SKIP)])
+        skipless.add(weakest)
+        try:
+            chosen = _select_edges(rows, edge_ops, steps, skipless, cell)
+        except DartsError as err:
+            raise DartsError(f"max_skip_connects={max_skips} cannot be met in the {cell} cell: {err}") from None
+    return [(edge_ops[edge][k], source) for edge, k, source in chosen]
+
+
+def derive_from_weights(weights: dict[str, torch.Tensor], primitives: Sequence[str], steps: int,
+                        edge_primitives: dict[str, EdgeOps] | None = None,
+                        max_skip_connects: int | None = None) -> Genotype:
     """The published rule on {"normal": (edges, ops), "reduce": (edges, ops)} non-negative weights
     (softmax(alpha), scaled per edge by PC-DARTS's normalised betas where it has them).
 
     Per node keep the two edges whose strongest non-``none`` op is largest, and on each the
-    strongest non-``none`` op."""
-    primitives = list(primitives)
-    expected = (sum(node + 2 for node in range(steps)), len(primitives))
+    strongest non-``none`` op. ``edge_primitives`` = {cell: one op list per edge} names each edge's
+    columns (RobustDARTS's per-edge spaces); None = ``primitives`` on every edge. ``max_skip_connects``
+    caps the normal cell's ``skip_connect`` edges (see :func:`_derive_cell`); the reduction cell is
+    never capped."""
+    num_edges = sum(node + 2 for node in range(steps))
     cells = []
     for cell in ("normal", "reduce"):
+        edge_ops = edge_primitives[cell] if edge_primitives is not None else [list(primitives)] * num_edges
+        expected = (num_edges, len(edge_ops[0]))
         cell_weights = torch.as_tensor(weights[cell], dtype=torch.float64).detach().cpu()
-        if tuple(cell_weights.shape) != expected:
+        if tuple(cell_weights.shape) != expected or len(edge_ops) != num_edges:
             raise DartsError(f"{cell} weights of shape {tuple(cell_weights.shape)} do not fit {steps} steps and "
-                             f"{len(primitives)} ops: expected {expected}")
-        cells.append(_derive_cell(cell_weights, primitives, steps))
+                             f"{expected[1]} ops: expected {expected}")
+        cells.append(_derive_cell(cell_weights, edge_ops, steps, cell,
+                                  max_skip_connects if cell == "normal" else None))
     concat = list(range(2, steps + 2))
     return Genotype(cells[0], concat, cells[1], concat)
 

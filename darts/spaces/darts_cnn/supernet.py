@@ -1,7 +1,7 @@
 """The DARTS supernet: cells of mixed operations, weighted by the architecture weights it is given."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,11 +18,15 @@ class SearchCell(nn.Module):
 
     forward: s0 (N, C_prev_prev, H0, W0), s1 (N, C_prev, H, W), EdgeWeights of (edges, ops)
     -> (N, multiplier * C, H', W'), H' = H / 2 in a reduction cell.
+
+    Edge e is ``mixed_op(C, stride, ops)`` with ``ops = edge_primitives[e]`` (its own op list, in
+    the order of its weight columns) or, without per-edge lists, ``primitives``.
     """
 
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
                  reduction: bool, reduction_prev: bool, primitives: Sequence[str],
-                 mixed_op: Callable[..., nn.Module] = MixedOp):
+                 mixed_op: Callable[..., nn.Module] = MixedOp,
+                 edge_primitives: Sequence[Sequence[str]] | None = None):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -36,7 +40,8 @@ class SearchCell(nn.Module):
         for node in range(steps):
             for source in range(node + 2):
                 stride = 2 if reduction and source < 2 else 1
-                self.edges.append(mixed_op(C, stride, primitives))
+                ops = primitives if edge_primitives is None else list(edge_primitives[len(self.edges)])
+                self.edges.append(mixed_op(C, stride, ops))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, edge_weights: EdgeWeights) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -59,17 +64,24 @@ class SuperNet(CellCheckpointing, nn.Module):
 
     forward(x, arch): x (N, in_channels, H, W), arch {"normal": EdgeWeights, "reduce": EdgeWeights}
     -> logits (N, num_classes).
+
+    ``edge_primitives`` = {cell type: one op list per edge} gives each edge of the normal and the
+    reduction cells its own ops (RobustDARTS's S1); None = ``primitives`` on every edge.
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = (), in_channels: int = 3,
-                 mixed_op: Callable[..., nn.Module] = MixedOp, stem_stride: int = 1):
+                 mixed_op: Callable[..., nn.Module] = MixedOp, stem_stride: int = 1,
+                 edge_primitives: Mapping[str, Sequence[Sequence[str]]] | None = None):
         super().__init__()
         self.primitives = list(primitives)
         self.steps = steps
         self.config = dict(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
                            stem_multiplier=stem_multiplier, primitives=self.primitives, in_channels=in_channels,
                            stem_stride=stem_stride)
+        if edge_primitives is not None:  # recorded only when set: the shared-list config stays as it was
+            self.config["edge_primitives"] = {cell: [list(ops) for ops in rows]
+                                              for cell, rows in edge_primitives.items()}
         C_curr = stem_multiplier * C
         # stem_stride=2 halves the resolution up front: a CPU-budget option; the published supernet uses 1.
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, stride=stem_stride, padding=1, bias=False),
@@ -81,8 +93,9 @@ class SuperNet(CellCheckpointing, nn.Module):
             reduction = layer in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
+            cell_ops = None if edge_primitives is None else edge_primitives["reduce" if reduction else "normal"]
             self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                                         self.primitives, mixed_op))
+                                         self.primitives, mixed_op, cell_ops))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -105,23 +105,42 @@ class NB201Genotype:
         return cls.from_string(text)
 
 
-def derive_nb201_genotype(weights: torch.Tensor, primitives: Sequence[str]) -> NB201Genotype:
+def _best_column(row: Sequence[float], barred: int | None = None) -> int | None:
+    """The largest entry's index, ``barred`` left out; ties go to the lower index (a strict comparison)."""
+    best = None
+    for k in range(len(row)):
+        if k != barred and (best is None or row[k] > row[best]):
+            best = k
+    return best
+
+
+def derive_nb201_genotype(weights: torch.Tensor, primitives: Sequence[str],
+                          max_skip_connects: int | None = None) -> NB201Genotype:
     """weights (6, ops) -> the genotype with each edge's largest-weight op, ``none`` included.
 
-    Ties go to the lower op index (a strict comparison)."""
+    Ties go to the lower op index (a strict comparison). ``max_skip_connects`` = M: P-DARTS's cap
+    (chenxin061/pdarts train_search.py, ``delete_min_sk_prob``) in a cell of one op per edge: while
+    more than M edges hold ``skip_connect``, the one whose skip weight is lowest (the first on a tie)
+    takes its largest-weight other op, ``none`` included as this space's rule allows it."""
     weights = torch.as_tensor(weights, dtype=torch.float64).detach().cpu()
     if weights.shape != (len(NB201_EDGES), len(primitives)):
         raise DartsError(f"NB201 weights of shape {tuple(weights.shape)} do not fit 6 edges and "
                          f"{len(primitives)} ops")
     rows = weights.tolist()
-    chosen = []
-    for row in rows:
-        best = 0
-        for k in range(1, len(row)):
-            if row[k] > row[best]:
-                best = k
-        chosen.append(primitives[best])
-    return genotype_from_edge_ops(chosen)
+    chosen = [_best_column(row) for row in rows]
+    skip = list(primitives).index("skip_connect") if "skip_connect" in primitives else None
+    while max_skip_connects is not None and skip is not None:
+        skips = [edge for edge, k in enumerate(chosen) if k == skip]
+        if len(skips) <= max_skip_connects:
+            break
+        weakest = min(skips, key=lambda edge: rows[edge][skip])
+        replacement = _best_column(rows[weakest], barred=skip)
+        if replacement is None:
+            raise DartsError(f"max_skip_connects={max_skip_connects} cannot be met: the cell has {len(skips)} "
+                             f"skip connections and no other op to give them (space.primitives: "
+                             f"{', '.join(primitives)})")
+        chosen[weakest] = replacement
+    return genotype_from_edge_ops([primitives[k] for k in chosen])
 
 
 def genotype_from_edge_ops(edge_ops: Sequence[str]) -> NB201Genotype:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from darts.errors import DartsError
-from darts.spaces.base import SPACES, Architecture, SearchSpace, positive_int
+from darts.spaces.base import SPACES, Architecture, SearchSpace, positive_int, skip_cap
 from darts.spaces.mixed import MixedOp
 from darts.spaces.nb201.genotype import (NB201_EDGE_LABELS, NB201_EDGES, NB201_NODES, NB201Genotype,
                                          derive_nb201_genotype, genotype_from_edge_ops)
@@ -46,9 +46,10 @@ class NB201Space(SearchSpace):
         return NB201SuperNet(C=self.C, num_classes=num_classes, N=self.N, primitives=self.primitives,
                              in_channels=in_channels, mixed_op=mixed_op)
 
-    def derive(self, weights: dict[str, torch.Tensor]) -> NB201Genotype:
-        """Per edge the largest-weight op, ``none`` included (the benchmark's rule)."""
-        return derive_nb201_genotype(weights["normal"], self.primitives)
+    def derive(self, weights: dict[str, torch.Tensor], max_skip_connects: int | None = None) -> NB201Genotype:
+        """Per edge the largest-weight op, ``none`` included (the benchmark's rule); with a cap, the
+        weakest skip edges take their best other op until at most ``max_skip_connects`` remain."""
+        return derive_nb201_genotype(weights["normal"], self.primitives, skip_cap(max_skip_connects))
 
     def random_op_choices(self) -> list[int]:
         """Every op, ``none`` included, as the benchmark's random search samples its cells."""
