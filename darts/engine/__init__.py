@@ -2,8 +2,9 @@
 
 ``run_search`` picks the task from what the configured strategy trains (``Strategy.trains``):
 ``supernet`` -> :class:`~darts.engine.supernet.SupernetSearch`, ``candidates`` ->
-:class:`~darts.engine.candidates.CandidateTraining`; ``run_final`` runs
-:class:`~darts.engine.final.FinalTraining`.
+:class:`~darts.engine.candidates.CandidateTraining`, then the selection step ``selection.name``
+names (``argmax``: none, the search's own genotype; ``darts_pt``:
+:mod:`darts.engine.projection`); ``run_final`` runs :class:`~darts.engine.final.FinalTraining`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from darts.registry import Registry
 from darts.engine.candidates import CandidateTraining
 from darts.engine.final import FinalTraining
 from darts.engine.loop import Run, Task
+from darts.engine.projection import DARTS_PT, SelectionStep
 from darts.engine.supernet import SupernetSearch
 from darts.strategies import build_strategy
 
@@ -22,13 +24,23 @@ SEARCH_TASKS: Registry[type[Task]] = Registry("kind of search (Strategy.trains)"
 SEARCH_TASKS.add("supernet", SupernetSearch)
 SEARCH_TASKS.add("candidates", CandidateTraining)
 
+# selection.name -> the step that runs after the search (None: the search's genotype is the result).
+SELECTIONS: Registry[SelectionStep | None] = Registry("selection")
+SELECTIONS.add("argmax", None)
+SELECTIONS.add("darts_pt", DARTS_PT)
+
 
 def run_search(cfg, run_dir: Path) -> dict:
     """Run (or resume) a search in ``run_dir`` and return its results."""
     try:
         strategy = build_strategy(cfg.strategy)
+        selection = SELECTIONS.get((cfg.get("selection") or {}).get("name", "argmax"))
+        if selection is not None:
+            selection.check(cfg, Path(run_dir), strategy)   # before the search: a refusal costs nothing
         task_class = SEARCH_TASKS.get(strategy.trains)
-        return Run(cfg, run_dir, lambda cfg, context: task_class(cfg, context, strategy)).run()
+        run = Run(cfg, run_dir, lambda cfg, context: task_class(cfg, context, strategy))
+        results = run.run()
+        return results if selection is None else selection.run(cfg, run.run_dir, results)
     finally:
         shutdown_distributed()
 
@@ -41,4 +53,4 @@ def run_final(cfg, run_dir: Path) -> dict:
         shutdown_distributed()
 
 
-__all__ = ["Run", "SEARCH_TASKS", "Task", "run_final", "run_search"]
+__all__ = ["Run", "SEARCH_TASKS", "SELECTIONS", "Task", "run_final", "run_search"]
