@@ -19,6 +19,7 @@ from darts.strategies import build_strategy
 from darts.strategies.darts_minus import AuxiliarySkipMixedOp, beta_schedule
 from darts.strategies.sdarts import project_rows
 from helpers import compose_config
+from test_strategies import batches
 
 DARTS_SPACE = OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES), C=4, layers=3, steps=4, multiplier=4,
                                     stem_multiplier=3))
@@ -38,12 +39,6 @@ def make(name, space_cfg=DARTS_SPACE, epochs=2, model=None, seed=0, **options):
     strategy.setup(space, model, OPTIM, epochs=epochs, steps_per_epoch=2, runtime=Runtime(CPU, channels_last=False))
     strategy.start_epoch(0)
     return strategy, model
-
-
-def batches(n, seed=3, size=8):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, size, size, generator=gen), torch.randint(0, 4, (4,), generator=gen))
-            for _ in range(n)]
 
 
 def assert_distributions(rows):

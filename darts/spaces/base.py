@@ -58,6 +58,9 @@ class SearchSpace(abc.ABC):
             raise DartsError(f"space.primitives lists an op twice: {primitives}")
         OPS.check(primitives)
         self.primitives = primitives
+        # The ops a genotype of this space may use; a space whose weight columns are not op names
+        # (per-edge op lists) keeps its op set here.
+        self.op_names = list(primitives)
 
     # -- topology ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -130,11 +133,11 @@ class SearchSpace(abc.ABC):
         return self.checked(self.genotype_class.from_dict(data))
 
     def checked(self, genotype):
-        """``genotype`` if its ops are all in ``primitives``; a DartsError naming the extra ones."""
-        extra = sorted(genotype.ops() - set(self.primitives))
+        """``genotype`` if its ops are all in ``op_names`` (``space.primitives``); a DartsError naming the extra ones."""
+        extra = sorted(genotype.ops() - set(self.op_names))
         if extra:
             raise DartsError(f"genotype uses op(s) {', '.join(extra)} not in the configured op set "
-                             f"(space.primitives): {', '.join(self.primitives)}")
+                             f"(space.primitives): {', '.join(self.op_names)}")
         return genotype
 
     def resolve_genotype(self, spec):

@@ -36,7 +36,6 @@ class DartsSpace(SearchSpace):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.steps = positive_int("space.steps", cfg.get("steps", 4))
-        self.op_names = list(self.primitives)
         raw = cfg.get("edge_primitives")
         self.edge_primitives = None if raw is None else parse_edge_primitives(raw, self.op_names, self.edge_labels())
         if self.edge_primitives is None:
@@ -79,14 +78,6 @@ class DartsSpace(SearchSpace):
         """The columns that hold an op other than ``none`` on some edge (a DARTS cell cannot hold ``none``)."""
         return sorted({k for rows in self._edge_ops.values() for row in rows for k, name in enumerate(row)
                        if name != "none"})
-
-    def checked(self, genotype):
-        """``genotype`` if its ops are all in ``space.primitives`` (the space's ops, whichever edges hold them)."""
-        extra = sorted(genotype.ops() - set(self.op_names))
-        if extra:
-            raise DartsError(f"genotype uses op(s) {', '.join(extra)} not in the configured op set "
-                             f"(space.primitives): {', '.join(self.op_names)}")
-        return genotype
 
     def random_architecture(self, generator: torch.Generator) -> Architecture:
         """Per cell type and node: two distinct input edges, a uniform non-``none`` op of each edge's
