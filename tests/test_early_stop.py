@@ -202,3 +202,18 @@ def test_a_stopped_search_returns_the_named_epochs_genotype_resumes_as_stopped_a
     assert (resumed["stopped_epoch"], resumed["genotype_string"]) == (full["stopped_epoch"], full["genotype_string"])
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
     assert (tmp_path / "full" / "diagnostics.png").is_file() and (tmp_path / "full" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_the_published_rules_run_in_both_spaces(space, tmp_path):
+    # darts_es measures at its interval (epochs 0, 2) and the last (3), and cannot stop this early.
+    es = run_search(compose_config("search", [*smoke_overrides("darts", space), "search.epochs=4",
+                                              "early_stop=darts_es"]), tmp_path / "es")
+    assert [h["epoch"] for h in es["history"] if "eigenvalue" in h] == [0, 2, 3]
+    assert es["stopped_epoch"] is None and es["epochs_run"] == 4
+    # darts_plus with a cap of 0 skip connections stops after the first epoch, with its genotype.
+    plus = run_search(compose_config("search", [*smoke_overrides("darts", space), "search.epochs=4",
+                                                "early_stop=darts_plus", "early_stop.max_skip_connects=0"]),
+                      tmp_path / "plus")
+    assert (plus["stopped_epoch"], plus["genotype_epoch"], plus["epochs_run"]) == (0, 0, 1)
+    assert plus["genotype_string"] == plus["history"][0]["genotype"]
