@@ -47,11 +47,11 @@ import torch.nn as nn
 
 from darts.distributed import Distributed
 from darts.errors import DartsError
+from darts.metrics import check_metric
 from darts.spaces.base import skip_cap
 from darts.spaces.mixed import ArchWeights, EdgeWeights
 from darts.strategies.darts import preserved_bn_stats
 
-CRITERIA = ("accuracy", "loss")
 EDGE_ORDERS = ("random",)
 TOPOLOGY_CHOICES = ("auto", True, False)
 # The spaces whose cells keep two inputs per node (the DARTS rule); NAS-Bench-201 keeps every edge.
@@ -91,8 +91,7 @@ class Settings:
             return value
 
         metric = cfg.get("metric", "accuracy")
-        if metric not in CRITERIA:
-            raise DartsError(f"unknown selection.metric {metric!r}; valid choices: {', '.join(CRITERIA)}")
+        check_metric(metric)
         edge_order = cfg.get("edge_order", "random")
         if edge_order not in EDGE_ORDERS:
             raise DartsError(f"unknown selection.edge_order {edge_order!r}; valid choices: {', '.join(EDGE_ORDERS)}")
