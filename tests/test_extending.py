@@ -114,7 +114,9 @@ class ChainSpace(SearchSpace):
     def build_supernet(self, num_classes, in_channels, mixed_op=None):
         return ChainSuperNet(self.C, self.depth, self.primitives, num_classes, in_channels, mixed_op or MixedOp)
 
-    def derive(self, weights):
+    def derive(self, weights, max_skip_connects=None):
+        if max_skip_connects is not None:
+            raise DartsError("the chain space has no skip-connection cap")
         return ChainGenotype(tuple(self.primitives[k] for k in weights["chain"].argmax(-1).tolist()))
 
     def random_architecture(self, generator):

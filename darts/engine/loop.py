@@ -13,8 +13,9 @@ the epoch's end lets the task finish the epoch (schedulers, evaluation, genotype
 record, and writes one checkpoint: the engine's own state (epoch, RNG, history, wall time) plus
 ``task.state()``; an epoch the task marks ``is_best`` is also written to ``best.pt``. When the task's
 ``early_stop`` decides to stop, the decision goes into that epoch's record (``stop``) and the run
-ends there; a resumed stopped run stays stopped. A stop signal mid-epoch checkpoints the step it reached and the metric sums so
-far; ``resume=true`` continues from there and ends as an uninterrupted run does.
+ends there; a resumed stopped run stays stopped. A stop signal mid-epoch checkpoints the step it
+reached and the metric sums so far; ``resume=true`` continues from there and ends as an
+uninterrupted run does.
 """
 from __future__ import annotations
 
@@ -200,9 +201,10 @@ class Run(StoppableRun):
                                  if k not in ("epoch", "wall_time_s") and isinstance(v, (int, float))},
                                 epoch, prefix="epoch/")
             self.task.log_epoch(epoch, record, self.logger, self.run_dir)
-            save_atomic(self.state(epoch), self.checkpoint_path)
+            state = self.state(epoch)
+            save_atomic(state, self.checkpoint_path)
             if record.get("is_best"):
-                save_atomic(self.state(epoch), self.run_dir / "best.pt")
+                save_atomic(state, self.run_dir / "best.pt")
             self.logger.flush()
         shown = {k: record[k] for k in self.task.progress_keys if isinstance(record.get(k), (int, float))}
         self.logger.progress("epoch", epoch + 1, self.task.epochs, shown)

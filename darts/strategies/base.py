@@ -94,8 +94,6 @@ class SupernetStrategy(Strategy):
     def genotype(self, max_skip_connects: int | None = None):
         """The current discrete architecture: the space's rule on :meth:`mixing_weights`, with at
         most ``max_skip_connects`` skip connections in the normal cell (P-DARTS's cap; None: no cap)."""
-        if max_skip_connects is None:
-            return self.space.derive(self.mixing_weights())
         return self.space.derive(self.mixing_weights(), max_skip_connects=max_skip_connects)
 
     def constrain(self, transform: Callable[[ArchWeights], ArchWeights] | None) -> None:
