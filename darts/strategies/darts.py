@@ -23,6 +23,7 @@ from darts.spaces.base import SearchSpace
 from darts.spaces.mixed import ArchWeights, EdgeWeights
 from darts.strategies.arch import ArchParameters, softmax_per_group
 from darts.strategies.base import STRATEGIES, Batch, SupernetStrategy
+from darts.strategies.optim import WeightSchedule, weight_optimizer
 
 HESSIAN_MODES = ("finite_difference", "exact")
 
@@ -84,12 +85,10 @@ class DARTS(SupernetStrategy):
         self.alphas = list(self.arch.parameters())
         w_cfg, a_cfg = optim_cfg.weights, optim_cfg.alphas
         self.grad_clip = w_cfg.grad_clip
-        self.w_optimizer = torch.optim.SGD(self.weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
-                                           weight_decay=w_cfg.weight_decay, foreach=True)
+        self.w_optimizer = weight_optimizer(self.weights, w_cfg)
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=a_cfg.lr, betas=tuple(a_cfg.betas),
                                             weight_decay=a_cfg.weight_decay, foreach=True)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=epochs,
-                                                                    eta_min=w_cfg.lr_min)
+        self.scheduler = WeightSchedule(self.w_optimizer, w_cfg, epochs, steps_per_epoch)
 
     def checkpointables(self) -> dict:
         return {"arch": self.arch, "w_optimizer": self.w_optimizer, "a_optimizer": self.a_optimizer,
@@ -141,7 +140,7 @@ class DARTS(SupernetStrategy):
         return weights
 
     def end_epoch(self, epoch: int) -> None:
-        self.scheduler.step()
+        self.scheduler.after_epoch()
 
     def hessian_objective(self, batch: Batch):
         """RobustDARTS (src/search/analyze.py): the float32 validation cross-entropy at the current
@@ -196,6 +195,7 @@ class DARTS(SupernetStrategy):
         nn.utils.clip_grad_norm_(self.weights, self.grad_clip, foreach=True)
         scaler.step(self.w_optimizer)
         scaler.update()
+        self.scheduler.after_step()
         for alpha in self.alphas:  # the baseline's full backward also filled these
             alpha.grad = None
         return batch_metrics("", loss, logits, batch[1])

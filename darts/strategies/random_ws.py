@@ -43,6 +43,7 @@ from darts.spaces.base import Architecture, SearchSpace
 from darts.spaces.mixed import ArchWeights, EdgeWeights
 from darts.strategies.base import STRATEGIES, Batch, GeneratorState, one_hot_rows, seed_from_global_rng
 from darts.strategies.darts import DARTS, preserved_bn_stats
+from darts.strategies.optim import WeightSchedule, weight_optimizer
 
 
 class RankingState:
@@ -102,10 +103,8 @@ class RandomWS(DARTS):
         self.alphas = []
         w_cfg = optim_cfg.weights
         self.grad_clip = w_cfg.grad_clip
-        self.w_optimizer = torch.optim.SGD(self.weights, lr=w_cfg.lr, momentum=w_cfg.momentum,
-                                           weight_decay=w_cfg.weight_decay, foreach=True)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, T_max=epochs,
-                                                                    eta_min=w_cfg.lr_min)
+        self.w_optimizer = weight_optimizer(self.weights, w_cfg)
+        self.scheduler = WeightSchedule(self.w_optimizer, w_cfg, epochs, steps_per_epoch)
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.primitives = list(space.primitives)
@@ -158,7 +157,7 @@ class RandomWS(DARTS):
 
     def end_epoch(self, epoch: int) -> None:
         self.step_in_epoch = 0   # reset here, not in start_epoch: a resumed epoch starts mid-way
-        self.scheduler.step()
+        self.scheduler.after_epoch()
         if (epoch + 1) % self.rank_every == 0 or epoch + 1 == self.epochs:
             self.rank()
 
