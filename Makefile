@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+FVR_DIR := multirun/found_vs_random/$(shell date +%Y-%m-%d_%H-%M-%S)
 # Graphviz's dot draws the cell pictures: any dot on PATH will do, else apt installs /usr/bin/dot.
 DOT := $(or $(shell command -v dot),/usr/bin/dot)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench found-vs-random clean
 
 $(VENV)/.installed: requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,16 @@ demo: setup
 	OMP_NUM_THREADS=$$(nproc) $(PY) train_final.py experiment=fashion_mnist_cpu genotype=$(DEMO_DIR)/search \
 		hydra.run.dir=$(DEMO_DIR)/final
 	$(PY) -m darts.summary $(DEMO_DIR)/search $(DEMO_DIR)/final
+
+# The found cells of 3 searches against 5 random cells of the same space, same final training
+# (conf/experiment/found_vs_random.yaml), then the report: $(FVR_DIR)/report.md and report.png.
+found-vs-random: setup
+	OMP_NUM_THREADS=$$(nproc) $(PY) -m darts.found_vs_random --dir $(FVR_DIR)
+
+# The step benchmarks in one table (bench/run_all.py); ORIGINAL=path/to/darts/cnn adds the original code's step.
+bench: setup
+	OMP_NUM_THREADS=$$(nproc) $(PY) bench/run_all.py --out outputs/bench/$(shell date +%Y-%m-%d_%H-%M-%S) \
+		$(if $(ORIGINAL),--original $(ORIGINAL))
 
 test: setup
 	$(PY) -m pytest -q

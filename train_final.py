@@ -11,13 +11,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from darts.cli import exit_on_user_error
+from darts.tuning import run_tuned
 from darts.engine import run_final
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="final")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    run_final(cfg, Path(HydraConfig.get().runtime.output_dir))
+def main(cfg: DictConfig) -> float | None:
+    # A sweeper (hydra/sweeper=optuna) reads the returned objective; see darts/tuning.py.
+    return run_tuned(cfg, Path(HydraConfig.get().runtime.output_dir), run_final)
 
 
 if __name__ == "__main__":

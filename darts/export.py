@@ -7,7 +7,9 @@ tensors), so ``torch.load(path, weights_only=True)`` reads it::
      "class_name": "NetworkCIFAR", "config": {...}, "genotype": {...}, "state_dict": {...}}
 
 The network class is found through the search-space registry (``space`` + ``network``), so a new
-space's networks export and load with no change here; ``class_name`` is kept for people reading the
+space's networks export and load with no change here (the recurrent space's ``ptb`` network:
+``"space": "darts_rnn", "network": "ptb"``, its config the sizes and dropouts, its genotype
+``{"recurrent": [...], "concat": [...]}``); ``class_name`` is kept for people reading the
 file and for the exports of format version 1, which recorded only it.
 """
 from __future__ import annotations

@@ -6,7 +6,10 @@ number of jobs, mean +- std and best of the test error (final runs) or the
 alpha-split accuracy (searches), parameters, cost, the epoch each search stopped early at and
 why, and every seed's genotype.
 A job without ``results.json`` is reported as failed; it costs no other job
-its row. Writes ``report.md`` and ``report.csv`` into the directory.
+its row. Writes ``report.md`` and ``report.csv`` into the directory, and ``report.png`` (test
+accuracy against parameters, one colour per group) when the sweep has final runs. Final runs of
+random cells (``genotype=random:SEED``) form one group, as do runs of searched cells (a search run
+directory or genotype file): the found-versus-random comparison is two rows.
 """
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from darts import viz
 
 IGNORED_OVERRIDES = ("seed", "hydra.", "resume")
 
@@ -31,7 +37,7 @@ class Job:
 
     @property
     def group(self) -> str:
-        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+        kept = [genotype_kind(o) for o in self.overrides if not o.lstrip("+~").startswith(IGNORED_OVERRIDES)]
         return " ".join(sorted(kept)) or "(defaults)"
 
     @property
@@ -40,6 +46,20 @@ class Job:
             if override.startswith("seed="):
                 return override.split("=", 1)[1]
         return (self.results or {}).get("seed", "?")
+
+
+def genotype_kind(override: str) -> str:
+    """Final runs of one kind of genotype form one group: ``genotype=random:SEED`` -> ``genotype=random``,
+    a search run directory or genotype file -> ``genotype=searched``; other overrides stay as they are."""
+    if not override.startswith("genotype="):
+        return override
+    # Hydra writes a swept value's special characters escaped (random\:3) into overrides.yaml.
+    spec = override.split("=", 1)[1].strip("'\"").replace("\\", "")
+    if spec.startswith("random:"):
+        return "genotype=random"
+    if "/" in spec and not spec.startswith(("{", "|")) and "(" not in spec:
+        return "genotype=searched"
+    return override
 
 
 @dataclass
@@ -84,13 +104,23 @@ def _mean_std_best(values: list[float], best) -> tuple[str, str]:
     return f"{statistics.mean(values):.2f} ± {spread:.2f}", f"{best(values):.2f}"
 
 
+def _mean_std(values: list[float], digits: int) -> str:
+    if not values:
+        return "—"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
 def summarise(group: Group) -> dict:
     finished = group.finished()
     final = [job.results for job in finished if job.results.get("kind") == "final"]
+    tuned = [job.results for job in finished if job.results.get("kind") == "tune"]
     search = [job.results for job in finished if job.results.get("kind") == "search"]
-    errors = [100.0 - r["test_top1"] for r in final if r.get("test_top1") is not None]
+    accuracies = [r["test_top1"] for r in final if r.get("test_top1") is not None]
+    errors = [100.0 - accuracy for accuracy in accuracies]
     alpha_acc = [r["alpha_eval_acc"] for r in search if r.get("alpha_eval_acc") is not None]
     params = [r["params_m"] for r in final if r.get("params_m") is not None]
+    macs = [r["multiply_adds"] / 1e6 for r in final if r.get("multiply_adds") is not None]
     gpu_hours = sum(r["wall_time_s"] / 3600 for r in (final + search) if str(r.get("device", "")).startswith("cuda"))
     cpu_hours = sum(r["wall_time_s"] / 3600 for r in (final + search) if not str(r.get("device", "")).startswith("cuda"))
     error_mean, error_best = _mean_std_best(errors, min)
@@ -99,10 +129,15 @@ def summarise(group: Group) -> dict:
         "group": group.name,
         "jobs": len(group.jobs),
         "finished": len(finished),
+        "test_acc_%": _mean_std_best(accuracies, max)[0],
         "test_error_%": error_mean, "best_test_error_%": error_best,
         "alpha_split_acc_%": alpha_mean, "best_alpha_split_acc_%": alpha_best,
-        "params_M": f"{statistics.mean(params):.2f}" if params else "—",
+        "params_M": _mean_std(params, 3),
+        "MACs_M": _mean_std(macs, 1),
         "gpu_hours": f"{gpu_hours:.2f}", "cpu_hours": f"{cpu_hours:.2f}",
+        # Tuning trials (darts/tuning.py): the objective each trial returned, over its seeds.
+        "objective": "; ".join(f"{r['metric']} {r['mean']:.2f} ± {r['std']:.2f} over seeds "
+                               f"{', '.join(map(str, r['seeds']))}" for r in tuned) or "—",
         # Early stops (searches): the epoch each seed stopped after, "—" where it ran to the end.
         "stop_epochs": ", ".join(f"seed {job.seed}: {stop_epoch(job.results)}" for job in finished
                                  if job.results.get("kind") == "search") or "—",
@@ -117,16 +152,35 @@ def stop_epoch(results: dict) -> str:
     return "—" if stopped is None else f"{stopped} of {results.get('epochs', '?')}"
 
 
-def build_report(root: Path) -> tuple[list[dict], list[Job]]:
+def group_jobs(root: Path) -> tuple[list[Group], list[Job]]:
+    """The sweep's jobs grouped by their overrides (seed left out), and the jobs that failed."""
     groups: dict[str, Group] = {}
     jobs = find_jobs(root)
     for job in jobs:
         groups.setdefault(job.group, Group(job.group)).jobs.append(job)
-    return [summarise(group) for group in groups.values()], [job for job in jobs if job.results is None]
+    return list(groups.values()), [job for job in jobs if job.results is None]
+
+
+def build_report(root: Path) -> tuple[list[dict], list[Job]]:
+    groups, failed = group_jobs(root)
+    return [summarise(group) for group in groups], failed
+
+
+def accuracy_chart(groups: list[Group]) -> np.ndarray | None:
+    """Test top-1 against parameters of every finished final run, one colour per group; None
+    when the sweep has no final runs."""
+    points = {group.name: [(job.results.get("params_m"), job.results.get("test_top1")) for job in group.finished()
+                           if job.results.get("kind") == "final"] for group in groups}
+    points = {name: group_points for name, group_points in points.items() if group_points}
+    if not points:
+        return None
+    return viz.scatter_chart(points, "parameters (M, without the auxiliary head)", "test top-1 (%)",
+                             title="final training: test accuracy against size")
 
 
 def write_report(root: Path) -> tuple[Path, Path]:
-    rows, failed = build_report(root)
+    groups, failed = group_jobs(root)
+    rows = [summarise(group) for group in groups]
     if not rows and not failed:
         raise SystemExit(f"error: no Hydra job directories (with .hydra/overrides.yaml) under {root}")
     columns = list(rows[0]) if rows else ["group"]
@@ -144,6 +198,10 @@ def write_report(root: Path) -> tuple[Path, Path]:
     lines += ["", "## Early stops", ""] + (stops or ["none"])
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     lines += [f"- `{job.directory}` ({' '.join(job.overrides)}): {job.error}" for job in failed] or ["none"]
+    chart = accuracy_chart(groups)
+    if chart is not None:
+        viz.save_png(chart, root / "report.png")
+        lines += ["", "![test accuracy against parameters](report.png)"]
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
 

@@ -74,3 +74,46 @@ def test_original_step_benchmark_names_a_wrong_folder(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode != 0
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: --original {tmp_path} is not the original")
+
+
+RECORDED_MACHINE = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1", "threads": 2, "interop_threads": 2,
+                    "cpu_capability": "AVX512", "omp_num_threads": "2", "load_1min": 0.1, "gpu": None}
+# As the scripts printed them (--json), trimmed to the fields the table reads.
+RECORDED = [
+    {"path": "original", "order": 1, "batch": 32, "device": "cpu", "ms_per_step": 6563.0, "images_per_s": 4.9,
+     "peak_mem_mb": 5488.0, "paper_search_hours": 71.2},
+    {"path": "baseline", "order": 1, "batch": 32, "device": "cpu", "ms_per_step": 6580.0, "images_per_s": 4.9,
+     "peak_mem_mb": 5487.0, "paper_search_hours": 71.4, "check_passed": True},
+    {"path": "fast", "order": 1, "batch": 32, "device": "cpu", "ms_per_step": 1832.0, "images_per_s": 17.5,
+     "peak_mem_mb": 4448.0, "paper_search_hours": 19.9, "check_passed": True},
+    {"path": "fast", "batch": 96, "device": "cpu", "ms_per_step": 4024.0, "images_per_s": 23.9,
+     "peak_mem_mb": 10500.0, "paper_training_hours": 349.0, "check_passed": False},
+    {"path": "baseline", "batch": 96, "device": "cpu", "ms_per_step": 6326.0, "images_per_s": 15.2,
+     "peak_mem_mb": 10630.0, "paper_training_hours": 548.0, "check_passed": True},
+]
+
+
+def test_bench_table_puts_each_path_in_its_column_and_names_the_machine():
+    from table import bench_table
+
+    lines = bench_table(RECORDED, RECORDED_MACHINE).splitlines()
+    assert lines[0] == "Machine: AMD EPYC, 2 cores, torch 2.14.1, 2 threads, AVX512, load 0.1"
+    search, final = lines[4], lines[5]
+    assert search == ("| search step, first order | 32 | cpu | 6,563 | 6,580 | 1,832 | 3.58x | 3.59x | 17.5 "
+                      "| 5,488 / 5,487 / 4,448 |")
+    assert final == "| final training step | 96 | cpu | — | 6,326 | 4,024 | — | 1.57x | 23.9 | — / 10,630 / 10,500 |"
+    assert lines[-1] == "**1 numerical check(s) of the fast path against the baseline failed.**"
+
+
+def test_run_all_runs_every_benchmark_and_writes_the_table(tmp_path):
+    import run_all
+
+    md_path = run_all.main(["--out", str(tmp_path), "--steps", "1", "--warmup", "0", "--search-batch", "2",
+                            "--final-batch", "2", "--C", "4", "--layers", "3", "--no-check"])
+    recorded = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["path"], r.get("order")) for r in recorded["results"]] == [
+        ("baseline", 1), ("fast", 1), ("baseline", 2), ("fast", 2), ("baseline", None), ("fast", None)]
+    assert recorded["machine"]["cores"] >= 1
+    table = md_path.read_text().splitlines()
+    assert [row.split(" | ")[0] for row in table[4:]] == [
+        "| search step, first order", "| search step, second order", "| final training step"]

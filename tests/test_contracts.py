@@ -25,6 +25,9 @@ from darts.strategies import STRATEGIES
 from helpers import compose_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The image spaces. A language-model space (``language_model`` on its class) takes tokens and a hidden
+# state, not images: tests/test_rnn_space.py and tests/test_rnn_train.py hold its contract tests.
+IMAGE_SPACES = [name for name in SPACES.names() if not getattr(SPACES.get(name), "language_model", False)]
 
 
 # -- ops -------------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ def final_config(**extra):
                              "drop_path_prob": 0.0, "stem_stride": 1, **extra})
 
 
-@pytest.mark.parametrize("name", SPACES.names())
+@pytest.mark.parametrize("name", IMAGE_SPACES)
 def test_every_space_builds_a_supernet_that_runs_on_the_weights_it_is_given(name):
     space = build_space(space_config(name))
     torch.manual_seed(0)
@@ -98,7 +101,7 @@ def test_every_space_builds_a_supernet_that_runs_on_the_weights_it_is_given(name
             assert not torch.allclose(model(x, changed), logits), f"the {cell} weights change nothing"
 
 
-@pytest.mark.parametrize("name", SPACES.names())
+@pytest.mark.parametrize("name", IMAGE_SPACES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_every_space_derives_writes_reads_and_builds_a_genotype(name, seed):
     space = build_space(space_config(name))
@@ -113,7 +116,7 @@ def test_every_space_derives_writes_reads_and_builds_a_genotype(name, seed):
     assert network(torch.randn(2, 2, 8, 8)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", SPACES.names())
+@pytest.mark.parametrize("name", IMAGE_SPACES)
 def test_every_space_draws_random_cells_it_can_build(name):
     space = build_space(space_config(name))
     generator = torch.Generator().manual_seed(0)
@@ -125,7 +128,7 @@ def test_every_space_draws_random_cells_it_can_build(name):
         space.build_network(genotype, final_config(), num_classes=3, in_channels=2)
 
 
-@pytest.mark.parametrize("name", SPACES.names())
+@pytest.mark.parametrize("name", IMAGE_SPACES)
 def test_every_published_genotype_of_a_space_round_trips_and_builds(name):
     space = build_space(OmegaConf.load(CONF_DIR / "space" / f"{name}.yaml"))
     for published, genotype in space.published_genotypes().items():
@@ -137,7 +140,7 @@ def test_every_published_genotype_of_a_space_round_trips_and_builds(name):
 # -- strategies x spaces ------------------------------------------------------------------------
 def supported_spaces(strategy_name: str) -> list[str]:
     declared = STRATEGIES.get(strategy_name).spaces
-    return [name for name in SPACES.names() if declared is None or name in declared]
+    return [name for name in IMAGE_SPACES if declared is None or name in declared]
 
 
 STRATEGY_SPACE_PAIRS = [(strategy, space) for strategy in STRATEGIES.names() for space in supported_spaces(strategy)]

@@ -16,6 +16,7 @@ The modules, each one job, in the order they build on each other:
   (:mod:`darts.data.datasets.base`) and one module per dataset;
 * :mod:`~darts.data.batches`: the mini-batch sources and the endless, resumable stream;
 * :mod:`~darts.data.splits`: the search's and final training's data.
+* :mod:`~darts.data.corpus`: the language-model corpora (PTB layout), their streams and BPTT windows.
 
 Importing this package registers the built-in datasets.
 """

@@ -96,29 +96,47 @@ def build_search_data(cfg, batch_size: int, portion: float, seed: int, device,
 
 @dataclass
 class TrainData:
-    """Final training's data: the whole training split to learn from, the test split to report."""
+    """Final training's data: the training split to learn from (less a held-out validation part when
+    one is asked for), the test split to report."""
 
     info: DatasetInfo
     train_batches: DeviceBatches | LoaderBatches   # training augmentation (+ cutout), shuffled, drop_last
     test_batches: DeviceBatches | LoaderBatches    # no augmentation, in order, every example
+    valid_batches: DeviceBatches | LoaderBatches | None = None   # held-out training images, as the test's
+    valid_indices: Tensor | None = None            # (N_valid,) int64 into the training split
 
 
 def build_train_data(cfg, batch_size: int, seed: int, device, cutout: int = 0,
-                     eval_batch_size: int | None = None, shard: tuple[int, int] = (0, 1)) -> TrainData:
-    """Batches of the full training split (augmented, with cutout when > 0) and of the test split;
-    ``batch_size`` is the global batch and ``shard=(rank, world_size)`` this rank's part of each."""
+                     eval_batch_size: int | None = None, shard: tuple[int, int] = (0, 1),
+                     valid_portion: float = 0.0) -> TrainData:
+    """Batches of the training split (augmented, with cutout when > 0) and of the test split;
+    ``batch_size`` is the global batch and ``shard=(rank, world_size)`` this rank's part of each.
+    ``valid_portion`` > 0 holds that share of the training split out (a seeded permutation, as the
+    search's split) as a validation set evaluated like the test set: what hyperparameters may be
+    tuned on, since tuning on the test set would report a number chosen by the test set."""
     eval_batch_size = eval_batch_size or batch_size
     num_workers = int(option(cfg, "num_workers", 2))
     train, info = load_split(cfg, "train", View(augment=True, cutout=cutout))
     test, _ = load_split(cfg, "test", View(augment=False))
+    train_indices = valid_indices = None
+    if valid_portion:
+        train_indices, valid_indices = search_split(len(train), 1.0 - valid_portion, seed)
+    valid_batches = None
     if isinstance(train, ImageTensors):
-        train_batches = DeviceBatches(train, None, batch_size, _train_augment(cfg, info, cutout), seed,
+        train_batches = DeviceBatches(train, train_indices, batch_size, _train_augment(cfg, info, cutout), seed,
                                       "train/train", device, shard=shard)
         test_batches = DeviceBatches(test, None, eval_batch_size, Augment(info.mean, info.std), seed,
                                      "train/test", device, shuffle=False, drop_last=False, shard=shard)
+        if valid_indices is not None:
+            valid_batches = DeviceBatches(train, valid_indices, eval_batch_size, Augment(info.mean, info.std), seed,
+                                          "train/valid", device, shuffle=False, drop_last=False, shard=shard)
     else:
-        train_batches = LoaderBatches(train, None, batch_size, seed, "train/train", device, num_workers=num_workers,
-                                      shard=shard)
+        train_batches = LoaderBatches(train, train_indices, batch_size, seed, "train/train", device,
+                                      num_workers=num_workers, shard=shard)
         test_batches = LoaderBatches(test, None, eval_batch_size, seed, "train/test", device, shuffle=False,
                                      drop_last=False, num_workers=num_workers, shard=shard)
-    return TrainData(info, train_batches, test_batches)
+        if valid_indices is not None:
+            valid_batches = LoaderBatches(train.with_view(View(augment=False)), valid_indices, eval_batch_size, seed,
+                                          "train/valid", device, shuffle=False, drop_last=False,
+                                          num_workers=num_workers, shard=shard)
+    return TrainData(info, train_batches, test_batches, valid_batches, valid_indices)

@@ -5,6 +5,9 @@
 :class:`~darts.engine.candidates.CandidateTraining`, then the selection step ``selection.name``
 names (``argmax``: none, the search's own genotype; ``darts_pt``:
 :mod:`darts.engine.projection`); ``run_final`` runs :class:`~darts.engine.final.FinalTraining`.
+A language-model space (its class sets ``language_model``) is searched by
+:class:`~darts.engine.language_search.LanguageModelSearch` and trained by
+:class:`~darts.engine.language_final.LanguageModelTraining` instead.
 """
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ from darts.distributed import shutdown_distributed
 from darts.registry import Registry
 from darts.engine.candidates import CandidateTraining
 from darts.engine.final import FinalTraining
+from darts.engine.language_final import LanguageModelTraining
+from darts.engine.language_search import LanguageModelSearch
 from darts.engine.loop import Run, Task
 from darts.engine.projection import DARTS_PT, SelectionStep
 from darts.engine.supernet import SupernetSearch
+from darts.spaces import SPACES
 from darts.strategies import build_strategy
 
 # What a strategy trains -> the task that trains it: Task(cfg, context, strategy).
@@ -30,10 +36,17 @@ SELECTIONS.add("argmax", None)
 SELECTIONS.add("darts_pt", DARTS_PT)
 
 
+def language_model_space(cfg) -> bool:
+    """Whether the configured space is a language-model space (``language_model`` on its class)."""
+    return bool(getattr(SPACES.get(cfg.space.name), "language_model", False))
+
+
 def run_search(cfg, run_dir: Path) -> dict:
     """Run (or resume) a search in ``run_dir`` and return its results."""
     try:
         strategy = build_strategy(cfg.strategy)
+        if language_model_space(cfg):
+            return Run(cfg, run_dir, lambda cfg, context: LanguageModelSearch(cfg, context, strategy)).run()
         selection = SELECTIONS.get((cfg.get("selection") or {}).get("name", "argmax"))
         if selection is not None:
             selection.check(cfg, Path(run_dir), strategy)   # before the search: a refusal costs nothing
@@ -48,7 +61,7 @@ def run_search(cfg, run_dir: Path) -> dict:
 def run_final(cfg, run_dir: Path) -> dict:
     """Train (or resume) the configured genotype in ``run_dir`` and return its results."""
     try:
-        return Run(cfg, run_dir, FinalTraining).run()
+        return Run(cfg, run_dir, LanguageModelTraining if language_model_space(cfg) else FinalTraining).run()
     finally:
         shutdown_distributed()
 

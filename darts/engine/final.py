@@ -30,6 +30,13 @@ from darts.tracking import RunLogger, write_json
 EXPORT_NAME = "model.pt"
 
 
+def valid_portion(value) -> float:
+    """``train.valid_portion``: a share in [0, 1) of the training split held out for validation."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise DartsError(f"train.valid_portion must be a number in [0, 1) (0: no validation set), got {value!r}")
+    return float(value)
+
+
 class FinalTraining(Task):
     kind = "final"
     progress_keys = ("loss", "acc", "test_top1", "test_top5")
@@ -44,7 +51,8 @@ class FinalTraining(Task):
         distributed_cfg = cfg.get("distributed")
         global_batch = shard_sizes(distributed_cfg, tc.batch_size, dist.world_size, "train.batch_size")
         self.data = build_train_data(cfg.dataset, global_batch, cfg.seed, device, cutout=tc.cutout,
-                                     eval_batch_size=tc.get("eval_batch_size"), shard=(dist.rank, dist.world_size))
+                                     eval_batch_size=tc.get("eval_batch_size"), shard=(dist.rank, dist.world_size),
+                                     valid_portion=valid_portion(tc.get("valid_portion", 0.0)))
         info = self.data.info
         self.runtime = build_runtime(cfg.fast, device, cfg.deterministic, dist)
         self.layout = self.runtime.memory_format
@@ -61,7 +69,10 @@ class FinalTraining(Task):
             raise DartsError(f"the training set has no full batch of {global_batch}; lower train.batch_size")
         scale = lr_scale(distributed_cfg, global_batch, tc.batch_size)
         self.optimizer = build_optimizer(self.model.parameters(), scaled_learning_rates(tc.optimizer, scale))
-        self.scheduler = build_schedule(self.optimizer, scaled_learning_rates(tc.schedule, scale), self.epochs)
+        self.scheduler = build_schedule(self.optimizer, scaled_learning_rates(tc.schedule, scale), self.epochs,
+                                        warms_up_per_step=True)
+        # Warm-up epochs set the lr before every step (WarmupSchedule.warm_up); later ones once per epoch.
+        self.warmup_epochs = tc.schedule.get("warmup_epochs") or 0
         self.criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
         self.params = list(self.model.parameters())
         self.train_time_s, self.images_seen = 0.0, 0
@@ -95,14 +106,19 @@ class FinalTraining(Task):
         self.model.train()
         drop_path_prob = self.train_cfg.drop_path_prob * epoch / self.epochs
         self.model.set_drop_path_prob(drop_path_prob)
+        if epoch < self.warmup_epochs:   # its starting lr, also when resumed mid-epoch (AutoDL's update(epoch, 0.0))
+            self.scheduler.warm_up(epoch, 0, self.steps_per_epoch)
         self.epoch_started = time.time()
         return {"lr": self.optimizer.param_groups[0]["lr"], "drop_path_prob": drop_path_prob}
 
     def batches(self, epoch: int, start: int):
-        return in_layout(self.data.train_batches.epoch(epoch, start=start), self.layout)
+        """(step index in the epoch, (inputs, targets)) from step ``start`` on."""
+        return enumerate(in_layout(self.data.train_batches.epoch(epoch, start=start), self.layout), start)
 
     def train_step(self, batch, epoch: int) -> dict[str, torch.Tensor]:
-        inputs, targets = batch
+        step, (inputs, targets) = batch
+        if epoch < self.warmup_epochs:
+            self.scheduler.warm_up(epoch, step, self.steps_per_epoch)
         self.images_seen += targets.shape[0] * self.dist.world_size
         return train_step(self.forward, inputs, targets, self.optimizer, self.criterion, self.runtime, self.params,
                           grad_clip=self.train_cfg.optimizer.get("grad_clip"),
@@ -118,6 +134,9 @@ class FinalTraining(Task):
         if epoch == self.epochs - 1 or (every and (epoch + 1) % every == 0):
             result = evaluate(self.model, self.data.test_batches, self.criterion, topk=(1, 5), dist=self.dist)
             record.update(test_loss=result["loss"], test_top1=result["top1"], test_top5=result["top5"])
+            if self.data.valid_batches is not None:
+                result = evaluate(self.model, self.data.valid_batches, self.criterion, topk=(1, 5), dist=self.dist)
+                record.update(valid_loss=result["loss"], valid_top1=result["top1"], valid_top5=result["top5"])
 
     def finish(self, run_dir: Path, logger: RunLogger, writes: bool, history: list[dict]) -> dict:
         if writes:
@@ -128,10 +147,13 @@ class FinalTraining(Task):
         return {
             "genotype": self.genotype.to_dict(),
             "genotype_string": str(self.genotype),
+            "genotype_source": str(self.cfg.genotype),   # what genotype= named (random:SEED for a random cell)
             "space": self.space.name,
             "network": self.name,
             "test_top1": last_eval.get("test_top1"), "test_top5": last_eval.get("test_top5"),
             "test_loss": last_eval.get("test_loss"),
+            # The held-out part of the training split (train.valid_portion): what tuning may select on.
+            "valid_top1": last_eval.get("valid_top1"), "valid_loss": last_eval.get("valid_loss"),
             "train_loss": last.get("loss"), "train_acc": last.get("acc"),
             "params_m": export.count_parameters(self.model, exclude_auxiliary=True) / 1e6,
             "multiply_adds": multiply_adds(self.model, (info.in_channels, info.image_size, info.image_size),

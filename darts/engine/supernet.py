@@ -23,8 +23,10 @@ from darts.metrics import METRICS, check_metric, is_better
 from darts.engine.context import RunContext, in_layout, scaled_learning_rates
 from darts.engine.evaluate import entropy, evaluate
 from darts.engine.loop import Task
+from darts.engine.stages import StagePlan, carry_strategy, carry_supernet, edge_ops_of, stage_space
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
+from darts.stages import pruned_edge_ops
 from darts.strategies.base import SupernetStrategy
 from darts.strategies.darts import preserved_bn_stats
 from darts.tracking import RunLogger, write_json
@@ -65,6 +67,8 @@ class SupernetSearch(Task):
         self.dist = dist
         self.space = build_space(cfg.space)
         strategy.check_space(self.space)
+        self.stages = StagePlan(strategy, self.search_cfg.epochs, self.space)
+        self.stages.enter(0, None)
         distributed_cfg = cfg.get("distributed")
         global_batch = shard_sizes(distributed_cfg, self.search_cfg.batch_size, dist.world_size, "search.batch_size")
         self.data = build_search_data(cfg.dataset, global_batch, self.search_cfg.train_portion, cfg.seed, device,
@@ -72,6 +76,7 @@ class SupernetSearch(Task):
         info = self.data.info
         self.runtime = build_runtime(cfg.fast, device, cfg.deterministic, dist)
         self.layout = self.runtime.memory_format
+        self.num_classes, self.in_channels = info.num_classes, info.in_channels
         self.model = dist.prepare_model(strategy.build_supernet(self.space, info.num_classes, info.in_channels))
         self.epochs = self.search_cfg.epochs
         self.log_every = self.search_cfg.log_every
@@ -83,8 +88,8 @@ class SupernetSearch(Task):
                              f"{global_batch}; lower search.batch_size")
         scale = lr_scale(distributed_cfg, global_batch, self.search_cfg.batch_size)
         # The scaling rule moves the weights' learning rates only: the alphas' Adam step is left as published.
-        optim_cfg = OmegaConf.merge(cfg.optim, {"weights": scaled_learning_rates(cfg.optim.weights, scale)})
-        strategy.setup(self.space, self.model, optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
+        self.optim_cfg = OmegaConf.merge(cfg.optim, {"weights": scaled_learning_rates(cfg.optim.weights, scale)})
+        strategy.setup(self.space, self.model, self.optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
         # Parameters moved to the device in setup(); every rank now takes rank 0's.
         dist.broadcast_parameters(self.model)
         dist.broadcast_tensors(strategy.arch_parameters())
@@ -103,14 +108,35 @@ class SupernetSearch(Task):
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "alpha_stream": self.data.alpha_stream.state_dict(),
                 "strategy": {key: obj.state_dict() for key, obj in self.strategy.checkpointables().items()},
-                "previous_genotype": self.previous_genotype, "best": self.best}
+                "previous_genotype": self.previous_genotype, "best": self.best, "stage": self.stages.state()}
 
     def load_state(self, state: dict, source: str) -> None:
+        stage = state.get("stage") or {"index": 0, "edge_ops": None}
+        if stage["index"] != self.stages.index:   # a checkpoint of a later stage: build that stage's supernet
+            self.enter_stage(stage["index"], edge_ops_of(stage))
         load_state_dicts({"model": self.model}, state, source)
         load_state_dicts(self.strategy.checkpointables(), state["strategy"], source)
         self.data.alpha_stream.load_state_dict(state["alpha_stream"])
         self.previous_genotype = state.get("previous_genotype")
         self.best = state.get("best")
+
+    # -- stages (darts.stages) ------------------------------------------------------------------
+    def enter_stage(self, index: int, edge_ops) -> None:
+        """Stage ``index`` with its per-edge ops: the strategy's options, then a new supernet set up."""
+        self.stages.enter(index, edge_ops)
+        self.space = stage_space(self.cfg.space, edge_ops)
+        self.model = self.dist.prepare_model(self.strategy.build_supernet(self.space, self.num_classes,
+                                                                          self.in_channels))
+        self.strategy.setup(self.space, self.model, self.optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
+
+    def next_stage(self) -> None:
+        """Prune every edge to the next stage's ops and carry the search's state over (darts.engine.stages)."""
+        kept = self.stages.kept_ops(self.space)
+        old_model, old_state = self.model, dict(self.strategy.checkpointables())
+        self.enter_stage(self.stages.index + 1, pruned_edge_ops(self.space.edge_ops(), kept))
+        carry_strategy(self.strategy.checkpointables(), old_state, carry_supernet(self.model, old_model, kept), kept)
+        self.dist.broadcast_parameters(self.model)
+        self.dist.broadcast_tensors(self.strategy.arch_parameters())
 
     # -- the loop's parts ---------------------------------------------------------------------
     def check_resume(self, run_dir: Path) -> None:
@@ -158,6 +184,10 @@ class SupernetSearch(Task):
         record["genotype_changed"] = self.previous_genotype is not None and text != self.previous_genotype
         record["genotype"] = text
         self.previous_genotype = text
+        record["stage"] = self.stages.index
+        if self.stages.ends_stage(epoch):
+            self.next_stage()
+            record["stage_ops"] = {cell: [list(ops) for ops in rows] for cell, rows in self.space.edge_ops().items()}
 
     def track_best(self, epoch: int, record: dict) -> None:
         """Mark the epoch whose alpha-split evaluation is the best so far by ``selection.metric``

@@ -36,6 +36,8 @@ from darts.registry import Registry
 SPACES: Registry[type["SearchSpace"]] = Registry("search space")
 # A random cell: per cell type, each edge's op index, or None for an edge that is switched off.
 Architecture = dict[str, list[int | None]]
+# genotype=random:SEED names the uniformly random cell drawn with that seed (random baselines).
+RANDOM_GENOTYPE_PREFIX = "random:"
 
 
 class SearchSpace(abc.ABC):
@@ -140,13 +142,26 @@ class SearchSpace(abc.ABC):
                              f"(space.primitives): {', '.join(self.op_names)}")
         return genotype
 
+    def random_genotype(self, seed: int):
+        """The uniformly random cell that ``random:SEED`` names: :meth:`random_architecture` drawn
+        with a generator seeded ``seed`` (the same cell on every machine and torch version that
+        keeps torch's CPU generator)."""
+        return self.architecture_genotype(self.random_architecture(torch.Generator().manual_seed(seed)))
+
     def resolve_genotype(self, spec):
-        """A genotype from a published name, a genotype file, a search run directory (its
-        genotype.json) or a genotype string, in this space's format."""
+        """A genotype from a published name, ``random:SEED`` (a uniformly random cell of this
+        space), a genotype file, a search run directory (its genotype.json) or a genotype string,
+        in this space's format."""
         spec = str(spec).strip()
         published = self.published_genotypes()
         if spec in published:
             return self.checked(published[spec])
+        if spec.startswith(RANDOM_GENOTYPE_PREFIX):
+            seed = spec[len(RANDOM_GENOTYPE_PREFIX):]
+            if not seed.isdigit():
+                raise DartsError(f"genotype {spec!r}: random genotypes are named random:SEED with SEED an "
+                                 "integer >= 0, e.g. random:3")
+            return self.random_genotype(int(seed))
         looks_like_text = spec.startswith(("{", "|")) or "(" in spec
         path = Path(spec)
         if not looks_like_text and path.is_dir():
@@ -163,8 +178,8 @@ class SearchSpace(abc.ABC):
         if looks_like_text:
             return self.parse_genotype(spec)
         raise DartsError(f"unknown genotype {spec!r} for the {self.name} space; known genotypes: "
-                         f"{', '.join(published) or 'none'} (or give a genotype.json, a search run directory "
-                         "or a genotype string)")
+                         f"{', '.join(published) or 'none'} (or give random:SEED, a genotype.json, a search run "
+                         "directory or a genotype string)")
 
     # -- final network ------------------------------------------------------------------------------
     def network_name(self, name: str) -> str:

@@ -48,6 +48,38 @@ def batch_metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, targets
             f"{prefix}count": count}
 
 
+def clip_coefficient(grads: list[torch.Tensor], max_norm: float | None) -> float:
+    """min(1, max_norm / (||grads|| + 1e-6)): the factor gradient-norm clipping scales ``grads`` by
+    (quark0/darts rnn/architect.py ``_clip``, lines 11-21); 1.0 when ``max_norm`` is None."""
+    if max_norm is None:
+        return 1.0
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    return min(1.0, max_norm / (norm + 1e-6))
+
+
+class ClassificationObjective:
+    """The image searches' objective: cross-entropy of ``forward(inputs, arch)``'s logits.
+
+    An objective is what :meth:`DARTS.loss` minimises: ``loss(forward, batch, arch, regularized)``
+    -> (loss, output), ``metrics(prefix, loss, output, batch)`` -> the step's metric sums, and
+    ``unrolled_grad_clip`` (None: the virtual step's gradient is not clipped). A search task whose
+    batches are not (images, labels) hands the strategy its own (:meth:`DARTS.set_objective`).
+    """
+
+    unrolled_grad_clip = None
+
+    def __init__(self, criterion: nn.Module):
+        self.criterion = criterion
+
+    def loss(self, forward, batch: Batch, arch: ArchWeights, regularized: bool = False):
+        inputs, targets = batch
+        logits = forward(inputs, arch)
+        return self.criterion(upcast(logits), targets), logits
+
+    def metrics(self, prefix: str, loss: torch.Tensor, logits: torch.Tensor, batch: Batch) -> dict:
+        return batch_metrics(prefix, loss, logits, batch[1])
+
+
 @STRATEGIES.register("darts")
 class DARTS(SupernetStrategy):
     """order=1: first-order DARTS; order=2: the unrolled (second-order) gradient.
@@ -60,6 +92,7 @@ class DARTS(SupernetStrategy):
 
     name = "darts"
     edge_normalization = False   # PC-DARTS: per-edge betas, softmax-normalised over each node's inputs
+    alpha_grad_clip: float | None = None   # optim.alphas.grad_clip (None: the alphas' gradient is not clipped)
 
     def __init__(self, order: int = 1, hessian: str = "finite_difference", arch_start_epoch: int = 0):
         if order not in (1, 2):
@@ -70,6 +103,8 @@ class DARTS(SupernetStrategy):
         self.hessian = hessian
         self.arch_start_epoch = arch_start_epoch
         self.criterion = nn.CrossEntropyLoss()
+        self.objective = ClassificationObjective(self.criterion)
+        self.virtual_clip = 1.0   # the last virtual step's gradient-clipping factor (second order)
 
     # -- construction ------------------------------------------------------------
     def setup(self, space: SearchSpace, model: nn.Module, optim_cfg, epochs: int, steps_per_epoch: int,
@@ -85,6 +120,8 @@ class DARTS(SupernetStrategy):
         self.alphas = list(self.arch.parameters())
         w_cfg, a_cfg = optim_cfg.weights, optim_cfg.alphas
         self.grad_clip = w_cfg.grad_clip
+        # PC-DARTS's ImageNet search clips the alphas' gradient too (train_search_imagenet.py line 204).
+        self.alpha_grad_clip = a_cfg.get("grad_clip")
         self.w_optimizer = weight_optimizer(self.weights, w_cfg)
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=a_cfg.lr, betas=tuple(a_cfg.betas),
                                             weight_decay=a_cfg.weight_decay, foreach=True)
@@ -154,19 +191,21 @@ class DARTS(SupernetStrategy):
         return loss_fn, self.alphas
 
     # -- one search step -------------------------------------------------------------
-    def loss(self, batch: Batch, float32: bool = False,
-             arch: ArchWeights | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of the supernet on ``batch`` under ``arch`` (default: a fresh
-        :meth:`forward_weights`), under the run's autocast unless ``float32``."""
-        inputs, targets = batch
+    def set_objective(self, objective) -> None:
+        """What :meth:`loss` minimises from now on (see :class:`ClassificationObjective`)."""
+        self.objective = objective
+
+    def loss(self, batch: Batch, float32: bool = False, arch: ArchWeights | None = None,
+             regularized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective of the supernet on ``batch`` under ``arch`` (default: a fresh
+        :meth:`forward_weights`), under the run's autocast unless ``float32``; ``regularized``: the
+        weight step's loss (with the objective's regularisers, if it has any)."""
         if arch is None:
             arch = self.forward_weights()
         if float32:
-            logits = self.model(inputs, arch)
-        else:
-            with self.runtime.autocast():
-                logits = self.forward(inputs, arch)
-        return self.criterion(upcast(logits), targets), logits
+            return self.objective.loss(self.model, batch, arch, regularized)
+        with self.runtime.autocast():
+            return self.objective.loss(self.forward, batch, arch, regularized)
 
     def backward(self, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
         """Gradients of ``loss`` into ``.grad``: only for ``params`` on the fast path, for every
@@ -188,7 +227,7 @@ class DARTS(SupernetStrategy):
 
     def weight_step(self, batch: Batch, arch: ArchWeights | None = None) -> dict[str, torch.Tensor]:
         scaler = self.runtime.scaler
-        loss, logits = self.loss(batch, arch=arch)
+        loss, logits = self.loss(batch, arch=arch, regularized=True)
         self.w_optimizer.zero_grad(set_to_none=True)
         self.backward(loss, self.weights)
         scaler.unscale_(self.w_optimizer)
@@ -198,7 +237,7 @@ class DARTS(SupernetStrategy):
         self.scheduler.after_step()
         for alpha in self.alphas:  # the baseline's full backward also filled these
             alpha.grad = None
-        return batch_metrics("", loss, logits, batch[1])
+        return self.objective.metrics("", loss, logits, batch)
 
     def alpha_step(self, train_batch: Batch, alpha_batch: Batch,
                    arch: ArchWeights | None = None) -> dict[str, torch.Tensor]:
@@ -206,23 +245,32 @@ class DARTS(SupernetStrategy):
         if self.order == 1:
             loss, logits = self.loss(alpha_batch, arch=arch)
             self.backward(loss, self.alphas)
+            if self.alpha_grad_clip is not None:
+                self.runtime.scaler.unscale_(self.a_optimizer)
+                nn.utils.clip_grad_norm_(self.alphas, self.alpha_grad_clip, foreach=True)
             self.runtime.scaler.step(self.a_optimizer)
         else:
             # The unrolled gradient runs in float32: finite differences drown in half precision.
             grads, loss, logits = self.unrolled_alpha_gradient(train_batch, alpha_batch)
             for alpha, grad in zip(self.alphas, grads):
                 alpha.grad = grad
+            if self.alpha_grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.alphas, self.alpha_grad_clip, foreach=True)
             self.a_optimizer.step()
         self.a_optimizer.zero_grad(set_to_none=True)
-        return batch_metrics("alpha_", loss, logits, alpha_batch[1])
+        return self.objective.metrics("alpha_", loss, logits, alpha_batch)
 
     # -- second order ------------------------------------------------------------------
     def virtual_step_direction(self, train_batch: Batch) -> list[torch.Tensor]:
-        """mu * m + grad_w L_train(w, alpha) + lambda * w: the next SGD step before scaling by xi."""
+        """mu * m + c * grad_w L_train(w, alpha) + lambda * w: the next SGD step before scaling by xi;
+        c = :attr:`virtual_clip`, the objective's clipping of that gradient (1: none)."""
         group = self.w_optimizer.param_groups[0]
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         loss, _ = self.loss(train_batch, float32=True)
         grads = self.runtime.dist.average_tensors(torch.autograd.grad(loss, self.weights))
+        self.virtual_clip = clip_coefficient(grads, self.objective.unrolled_grad_clip)
+        if self.virtual_clip != 1.0:
+            grads = torch._foreach_mul(grads, self.virtual_clip)
         direction = []
         for weight, grad in zip(self.weights, grads):
             step = grad + weight_decay * weight.detach()
@@ -248,6 +296,9 @@ class DARTS(SupernetStrategy):
             loss, logits = self.loss(alpha_batch, float32=True)
             grads = torch.autograd.grad(loss, self.alphas + self.weights)
             d_alpha, v = grads[:len(self.alphas)], self.runtime.dist.average_tensors(grads[len(self.alphas):])
+            v_clip = clip_coefficient(v, self.objective.unrolled_grad_clip)   # rnn/architect.py line 68
+            if v_clip != 1.0:
+                v = torch._foreach_mul(v, v_clip)
             with torch.no_grad():
                 torch._foreach_copy_([w.data for w in self.weights], originals)
             if self.hessian == "exact":
@@ -256,6 +307,8 @@ class DARTS(SupernetStrategy):
                 hessian_v = self.finite_difference_mixed_hvp(v, originals, train_batch)
         # Under DDP each term above came from this rank's shard; their mean over ranks is the
         # global batch's gradient (v and the virtual step were averaged already, as they must be).
+        # The clipped virtual step w - xi c g has the mixed term xi c H v (rnn/architect.py line 73).
+        xi = xi * self.virtual_clip
         arch_grads = self.runtime.dist.average_tensors([da - xi * hv for da, hv in zip(d_alpha, hessian_v)])
         return arch_grads, loss, logits
 

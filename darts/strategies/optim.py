@@ -1,12 +1,18 @@
 """The search's weight optimiser and its learning-rate schedule, both from ``optim.weights``.
 
-The schedule is cosine annealing from ``lr`` to ``lr_min`` over the search, stepped either once per
-epoch, as the original DARTS code does (``cnn/train_search.py``: ``scheduler.step()`` each epoch), or
-once per weight step (``schedule_every: step``), as AutoDL-Projects does for its NAS-Bench-201
-searches (``exps/NAS-Bench-201-algos/*.py``: ``w_scheduler.update(None, 1.0 * step / len(loader))``
-before every iteration, i.e. the cosine of the fractional epoch).
+The schedule is cosine annealing from ``lr`` to ``lr_min`` over the search, stepped once per
+epoch (``schedule_every: epoch``) as the authors' code of DARTS (``cnn/train_search.py``:
+``scheduler.step()`` each epoch) and of AutoDL-Projects (``xautodl/procedures/optimizers.py``:
+``CosineAnnealingLR.get_lr`` reads the epoch only, the iteration only during warm-up) do, or once
+per weight step (``schedule_every: step``: the cosine of the fractional epoch, a smoother schedule
+no published preset here uses). ``warmup_epochs`` W > 0 first raises the rate linearly by epoch,
+``lr * (epoch + 1) / W`` for epochs 0 .. W-1, then runs the cosine from its epoch-W value on, as
+PC-DARTS's ImageNet search does (``train_search_imagenet.py`` lines 151-158: the cosine scheduler steps
+every epoch, the first 5 epochs' rate is overwritten).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -34,16 +40,37 @@ class WeightSchedule:
         if self.every not in SCHEDULE_EVERY:
             raise DartsError(f"unknown optim.weights.schedule_every {self.every!r}; "
                              f"valid choices: {', '.join(SCHEDULE_EVERY)}")
+        self.warmup = w_cfg.get("warmup_epochs", 0) or 0
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup < epochs:
+            raise DartsError(f"optim.weights.warmup_epochs must be an integer in [0, {epochs}) (search.epochs), "
+                             f"got {self.warmup!r}")
+        if self.warmup and self.every != "epoch":
+            raise DartsError("optim.weights.warmup_epochs needs optim.weights.schedule_every=epoch")
         horizon = epochs if self.every == "epoch" else epochs * steps_per_epoch
+        self.optimizer, self.base_lr, self.lr_min, self.epochs = optimizer, float(w_cfg.lr), float(w_cfg.lr_min), epochs
         self.cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=horizon, eta_min=w_cfg.lr_min)
+        if self.warmup:
+            self.set_rate(self.base_lr / self.warmup)
+
+    def set_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def after_step(self) -> None:
         if self.every == "step":
             self.cosine.step()
 
     def after_epoch(self) -> None:
-        if self.every == "epoch":
-            self.cosine.step()
+        if self.every != "epoch":
+            return
+        self.cosine.step()
+        epoch = self.cosine.last_epoch   # the epoch about to start
+        if epoch < self.warmup:
+            self.set_rate(self.base_lr * (epoch + 1) / self.warmup)
+        elif epoch == self.warmup > 0:
+            # torch's cosine is recursive in the current rate: restart it from its closed form here.
+            cosine = (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+            self.set_rate(self.lr_min + (self.base_lr - self.lr_min) * cosine)
 
     def state_dict(self) -> dict:
         return self.cosine.state_dict()

@@ -9,6 +9,7 @@ knows no search space; their layout is Graphviz's ``dot``, as in the original DA
 * :mod:`~darts.viz.render`: :func:`draw_genotype`, every cell of a genotype rendered by ``dot`` to PNG;
 * :mod:`~darts.viz.curves`: :func:`line_panels` and :func:`search_diagnostics_chart`, per-epoch values
   as line charts, and :func:`save_png`;
+* :mod:`~darts.viz.scatter`: :func:`scatter_chart`, groups of (x, y) points (with their Pareto fronts);
 * :mod:`~darts.viz.images`: :func:`load_png`, a picture back as an (H, W, 3) uint8 array;
 * :mod:`~darts.viz.palette`: the colours, :func:`op_color` among them.
 """
@@ -18,6 +19,7 @@ from darts.viz.heatmap import alpha_heatmap
 from darts.viz.images import load_png
 from darts.viz.palette import ARGMAX_OUTLINE, op_color
 from darts.viz.render import draw_genotype
+from darts.viz.scatter import pareto_front, scatter_chart
 
 __all__ = ["ARGMAX_OUTLINE", "Series", "alpha_heatmap", "cell_to_dot", "draw_genotype", "line_panels", "load_png",
-           "op_color", "save_png", "search_diagnostics_chart"]
+           "op_color", "pareto_front", "save_png", "scatter_chart", "search_diagnostics_chart"]

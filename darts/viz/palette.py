@@ -37,6 +37,11 @@ OP_COLORS = MappingProxyType({
     "dil_conv_5x5": (140, 80, 60),
     "nor_conv_3x3": (190, 50, 150),
     "nor_conv_1x1": (120, 120, 0),
+    # The DARTS recurrent cell's activations.
+    "tanh": (200, 30, 40),
+    "relu": (31, 102, 170),
+    "sigmoid": (30, 140, 50),
+    "identity": (80, 80, 80),
 })
 # For op names outside the table; none of them is close to a colour in it.
 FALLBACK_OP_COLORS = ((0, 130, 140), (160, 60, 100), (90, 110, 30), (70, 70, 160), (170, 90, 30))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import functools
 
 from darts.data.datasets.base import DATASETS, DatasetInfo, LoadedSplit, View
-from darts.data.datasets.folder import IMAGENET_MEAN, IMAGENET_STD, compose, read_image_folder, split_directory
+from darts.data.datasets.folder import (IMAGENET_MEAN, IMAGENET_STD, apply_subset, compose, read_image_folder,
+                                       split_directory)
 from darts.data.options import float_tuple, option, required_root
 
 DEFAULT_IMAGE_SIZE = 32
@@ -44,5 +45,5 @@ def load_imagefolder(cfg, split: str, view: View) -> LoadedSplit:
     std = float_tuple(option(cfg, "std", IMAGENET_STD), "dataset.std")
     image_size = int(option(cfg, "image_size", DEFAULT_IMAGE_SIZE))
     transforms_for = functools.partial(imagefolder_transforms, cfg, mean=mean, std=std)
-    dataset = read_image_folder("imagefolder", directory, view, transforms_for)
+    dataset = apply_subset(cfg, split, read_image_folder("imagefolder", directory, view, transforms_for), "imagefolder")
     return dataset, DatasetInfo("imagefolder", 3, len(dataset.classes), image_size, mean, std)

@@ -1,67 +1,21 @@
 """Per-edge op lists of the DARTS space (``space.edge_primitives``), as RobustDARTS's spaces S1-S4 have
 them (automl/RobustDARTS src/spaces.py: ``primitives_normal``/``primitives_reduct``, one op list per edge).
 
-The config holds, per cell type, one row per edge in edge order (node 0's two edges, node 1's three,
-...), each row that edge's ops; every row has the same length k, so the architecture weights stay
-(edges, k) and column j of edge e's row is the op ``edge_primitives[cell][e][j]``. Null: the space's
-``primitives`` on every edge.
+The config holds, per cell type (normal, reduce), one row per edge in edge order (node 0's two edges,
+node 1's three, ...), each row that edge's ops; the format and its checks are the shared ones of
+:mod:`darts.spaces.edge_lists`. A DARTS edge cannot hold ``none`` alone (a DARTS cell has no ``none``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from darts.errors import DartsError
+from darts.spaces.edge_lists import EdgeOps, column_labels, parse_edge_lists
 
 CELL_TYPES = ("normal", "reduce")
-EdgeOps = tuple[tuple[str, ...], ...]
+__all__ = ["CELL_TYPES", "EdgeOps", "column_labels", "parse_edge_primitives"]
 
 
 def parse_edge_primitives(raw, primitives: Sequence[str], edge_labels: Sequence[str]) -> dict[str, EdgeOps]:
-    """{cell type: one op tuple per edge} from the ``space.edge_primitives`` node; DartsError naming the
-    first problem (a cell type missing, a wrong number of rows, an op not in ``primitives``, a repeated
-    op, a row of only ``none``, rows of different lengths) and what would be valid."""
-    where = "space.edge_primitives"
-    if not isinstance(raw, Mapping) or set(raw) != set(CELL_TYPES):
-        keys = sorted(map(str, raw)) if isinstance(raw, Mapping) else type(raw).__name__
-        raise DartsError(f"{where} needs exactly the cell types {', '.join(CELL_TYPES)}, each a list of one op "
-                         f"list per edge; got {keys}")
-    valid = ", ".join(primitives)
-    parsed: dict[str, EdgeOps] = {}
-    width = None
-    for cell in CELL_TYPES:
-        rows = raw[cell]
-        if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or len(rows) != len(edge_labels):
-            count = len(rows) if isinstance(rows, Sequence) and not isinstance(rows, str) else "no"
-            raise DartsError(f"{where}.{cell} has {count} rows; this cell has {len(edge_labels)} edges, one row each "
-                             f"in edge order: {', '.join(edge_labels)}")
-        cell_rows = []
-        for edge, (row, label) in enumerate(zip(rows, edge_labels)):
-            at = f"{where}.{cell}[{edge}] (edge {label})"
-            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not row:
-                raise DartsError(f"{at} must be a non-empty list of ops, got {row!r}; valid ops: {valid}")
-            for op in row:
-                if op not in primitives:
-                    raise DartsError(f"{at}: unknown op {op!r}; valid choices (space.primitives): {valid}")
-            if len(set(row)) != len(row):
-                raise DartsError(f"{at} lists an op twice: {list(row)}")
-            if all(op == "none" for op in row):
-                raise DartsError(f"{at} has no op other than 'none'; valid ops: {valid}")
-            if width is None:
-                width = len(row)
-            elif len(row) != width:
-                raise DartsError(f"{at} has {len(row)} ops where the first row has {width}: every edge needs "
-                                 "the same number of ops (the architecture weights are (edges, ops))")
-            cell_rows.append(tuple(str(op) for op in row))
-        parsed[cell] = tuple(cell_rows)
-    return parsed
-
-
-def column_labels(edge_ops: Mapping[str, EdgeOps]) -> list[str]:
-    """A name per column of the architecture weights (heatmap columns): the op when every edge of every
-    cell type has the same op in that column, else ``op j`` (the op differs per edge)."""
-    width = len(next(iter(edge_ops.values()))[0])
-    labels = []
-    for column in range(width):
-        names = {row[column] for rows in edge_ops.values() for row in rows}
-        labels.append(names.pop() if len(names) == 1 else f"op {column}")
-    return labels
+    """{cell type: one op tuple per edge} of the normal and the reduction cell (see
+    :func:`~darts.spaces.edge_lists.parse_edge_lists`)."""
+    return parse_edge_lists(raw, primitives, edge_labels, CELL_TYPES)

@@ -4,6 +4,13 @@ A genotype holds, for the normal and the reduction cell, a list of
 ``(op, input)`` pairs, two per intermediate node in node order, and the nodes
 whose outputs are concatenated. Input 0 is the cell's first input (c_{k-2}),
 1 the second (c_{k-1}), j >= 2 the intermediate node j - 2.
+
+``reduce=None`` says that the reduction cell is GDAS-FRC's fixed one, as the authors' first code
+writes its FRC result (D-X-Y/GDAS, lib/nas/genotypes.py ``GDAS_F1``: ``reduce=None,
+reduce_concat=[2, 3, 4, 5]``; its networks build ``Transition`` where ``genotype.reduce is None``).
+``reduce_concat`` is then kept as written (a valid concat of the normal cell's nodes, or empty) but
+unused. Ordinary genotypes read and write as before; an FRC one writes ``reduce=None`` in the string
+and ``"reduce": null`` in JSON, and reads back from both.
 """
 from __future__ import annotations
 
@@ -52,34 +59,56 @@ def _validate_cell(kind: str, pairs: Pairs, concat: tuple[int, ...], allowed_ops
             raise DartsError(f"genotype {kind}_concat: invalid node index {index!r}; valid 0..{steps + 1}")
 
 
+def _validate_unused_concat(concat: tuple[int, ...], steps: int) -> None:
+    for index in concat:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < steps + 2:
+            raise DartsError(f"genotype reduce_concat: invalid node index {index!r}; valid 0..{steps + 1} "
+                             "(with reduce=None it is not used and may be empty)")
+
+
 @dataclass(frozen=True)
 class Genotype:
     normal: Pairs
     normal_concat: tuple[int, ...]
-    reduce: Pairs
+    reduce: Pairs | None              # None: GDAS-FRC's fixed reduction cell
     reduce_concat: tuple[int, ...]
 
     def __post_init__(self):
         for name in ("normal", "reduce"):
+            if name == "reduce" and self.reduce is None:
+                continue
             pairs = tuple((op, idx) for op, idx in getattr(self, name))
             object.__setattr__(self, name, pairs)
+        if self.reduce is None and self.reduce_concat is None:
+            object.__setattr__(self, "reduce_concat", ())
         for name in ("normal_concat", "reduce_concat"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate_cell("normal", self.normal, self.normal_concat, OPS)
-        _validate_cell("reduce", self.reduce, self.reduce_concat, OPS)
+        if self.reduce is None:
+            _validate_unused_concat(self.reduce_concat, self.steps)
+        else:
+            _validate_cell("reduce", self.reduce, self.reduce_concat, OPS)
 
     @property
     def steps(self) -> int:
         return len(self.normal) // 2
 
+    @property
+    def fixed_reduction(self) -> bool:
+        """Whether the reduction cell is GDAS-FRC's fixed one (``reduce`` is None)."""
+        return self.reduce is None
+
     def ops(self) -> set[str]:
-        return {op for op, _ in self.normal + self.reduce}
+        return {op for op, _ in self.normal + (self.reduce or ())}
 
     def cell_graphs(self) -> dict[str, CellGraph]:
-        """Each cell as a drawable DAG: two inputs, one node per pair of edges, the concat as output."""
+        """Each searched cell as a drawable DAG: two inputs, one node per pair of edges, the concat as
+        output. A fixed reduction cell is no genotype's cell: only the normal cell is drawn."""
         graphs = {}
-        for cell, pairs, concat in (("normal", self.normal, self.normal_concat),
-                                    ("reduce", self.reduce, self.reduce_concat)):
+        cells = [("normal", self.normal, self.normal_concat)]
+        if self.reduce is not None:
+            cells.append(("reduce", self.reduce, self.reduce_concat))
+        for cell, pairs, concat in cells:
             edges = tuple((node_input, 2 + position // 2, op) for position, (op, node_input) in enumerate(pairs))
             graphs[cell] = CellGraph(inputs=("c_{k-2}", "c_{k-1}"), num_intermediate=len(pairs) // 2, edges=edges,
                                      output="c_{k}", output_sources=tuple(concat))
@@ -90,7 +119,7 @@ class Genotype:
         return {
             "normal": [[op, idx] for op, idx in self.normal],
             "normal_concat": list(self.normal_concat),
-            "reduce": [[op, idx] for op, idx in self.reduce],
+            "reduce": None if self.reduce is None else [[op, idx] for op, idx in self.reduce],
             "reduce_concat": list(self.reduce_concat),
         }
 
@@ -109,8 +138,8 @@ class Genotype:
             return cls(
                 normal=[(op, idx) for op, idx in data["normal"]],
                 normal_concat=list(data["normal_concat"]),
-                reduce=[(op, idx) for op, idx in data["reduce"]],
-                reduce_concat=list(data["reduce_concat"]),
+                reduce=None if data["reduce"] is None else [(op, idx) for op, idx in data["reduce"]],
+                reduce_concat=None if data["reduce_concat"] is None else list(data["reduce_concat"]),
             )
         except (TypeError, ValueError) as err:
             raise DartsError(f"malformed genotype JSON: {err}") from None
@@ -122,6 +151,8 @@ class Genotype:
 
     def __str__(self) -> str:
         def pairs(cell):
+            if cell is None:
+                return "None"
             return "[" + ", ".join(f"('{op}', {idx})" for op, idx in cell) + "]"
 
         return (f"Genotype(normal={pairs(self.normal)}, normal_concat={list(self.normal_concat)}, "
@@ -179,9 +210,16 @@ PC_DARTS = _g(
     "sep_conv_5x5 1, max_pool_3x3 0, sep_conv_5x5 1, sep_conv_5x5 2, sep_conv_3x3 0, sep_conv_3x3 3, "
     "sep_conv_3x3 1, sep_conv_3x3 2",
 )
+# GDAS-FRC's published normal cell with the fixed reduction cell: D-X-Y/GDAS lib/nas/genotypes.py (before
+# its move into AutoDL-Projects, commit 34ff796^) ``GDAS_F1``, "Search by normal and fixing reduction",
+# without the weights it lists beside each pair.
+GDAS_F1 = Genotype(
+    [("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_3x3", 2), ("skip_connect", 0),
+     ("sep_conv_3x3", 2), ("skip_connect", 0), ("sep_conv_3x3", 2)], [2, 3, 4, 5], None, [2, 3, 4, 5])
 DARTS = DARTS_V2
 
-PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2, "PC_DARTS": PC_DARTS}
+PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2, "PC_DARTS": PC_DARTS,
+             "GDAS_F1": GDAS_F1}
 
 
 # One op list per edge of a cell, in edge order (node 0's two edges, then node 1's three, ...): column k

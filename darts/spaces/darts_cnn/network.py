@@ -10,6 +10,11 @@ Forward contract of both networks (``x`` of shape (N, in_channels, H, W)):
 * training mode: ``(logits, logits_aux)``, both (N, num_classes); ``logits_aux``
   is ``None`` when the network has no auxiliary head;
 * eval mode: ``logits`` alone, (N, num_classes); the auxiliary head is not run.
+
+A genotype with ``reduce=None`` (GDAS-FRC) gets GDAS-FRC's fixed reduction cell at both reduction
+positions, as the authors' first networks build it (D-X-Y/GDAS lib/nas/CifarNet.py lines 50-53 and
+ImageNet.py lines 62-65: ``Transition`` where ``genotype.reduce is None``); everything else is the
+same network.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ from torch.utils.checkpoint import checkpoint
 from darts.errors import DartsError
 from darts.fastpath import CellCheckpointing
 from darts.kernels import concat_channels, dense_grad
-from darts.ops import FactorizedReduce, ReLUConvBN, build_op, is_identity
+from darts.ops import build_op, is_identity
+from darts.spaces.darts_cnn.fixed_reduction import FixedReductionCell, input_preprocessing
 from darts.spaces.darts_cnn.genotype import Genotype
 
 # Final-network convention from the published code: the CIFAR stem widens to 3 * C.
@@ -82,11 +88,7 @@ class Cell(nn.Module):
             raise DartsError(f"genotype reduce_concat {list(concat)} includes a cell input (0 or 1); "
                              "a reduction cell can only concatenate intermediate nodes (2 and up)")
 
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=True)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=True)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=True)
+        self.preprocess0, self.preprocess1 = input_preprocessing(C_prev_prev, C_prev, C, reduction_prev, affine=True)
 
         self.steps = len(pairs) // 2
         # inputs[k] is the state that edge k reads: 0/1 the cell inputs, j >= 2 node j - 2.
@@ -120,6 +122,26 @@ class Cell(nn.Module):
                 node_sum = h if node_sum is None else node_sum + h
             states.append(node_sum)
         return concat_channels([states[index] for index in self.concat])
+
+
+class FinalFixedReductionCell(FixedReductionCell):
+    """GDAS-FRC's fixed reduction cell as the final network trains it: affine BNs, bias-free convs,
+    and in training drop path with ``drop_prob`` on each of its four branches, one mask each, in
+    concat order (D-X-Y/GDAS lib/nas/construct_utils.py ``Transition.forward``, lines 138-152;
+    AutoDL-Projects' ``GDAS_Reduction_Cell.forward`` does the same).
+
+    forward: s0 (N, C_prev_prev, H0, W0), s1 (N, C_prev, H, W) -> (N, 4C, H/2, W/2).
+    """
+
+    def __init__(self, C_prev_prev: int, C_prev: int, C: int, reduction_prev: bool):
+        super().__init__(C_prev_prev, C_prev, C, reduction_prev, affine=True)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        branches = self.branches(s0, s1)
+        if self.training and drop_prob > 0.0:
+            branches = [drop_path(branch, drop_prob, generator) for branch in branches]
+        return concat_channels(branches)
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +275,10 @@ class _FinalNetwork(CellCheckpointing, nn.Module, abc.ABC):
             reduction = index in self.reduction_layers
             if reduction:
                 C_curr *= 2
-            cell = Cell(self.genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            if reduction and self.genotype.fixed_reduction:
+                cell = FinalFixedReductionCell(C_prev_prev, C_prev, C_curr, reduction_prev)
+            else:
+                cell = Cell(self.genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr

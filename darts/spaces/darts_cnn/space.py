@@ -65,7 +65,7 @@ class DartsSpace(SearchSpace):
         return SuperNet(C=cfg.C, num_classes=num_classes, layers=cfg.layers, steps=self.steps,
                         multiplier=cfg.multiplier, stem_multiplier=cfg.stem_multiplier, primitives=self.primitives,
                         in_channels=in_channels, mixed_op=mixed_op or MixedOp, stem_stride=cfg.get("stem_stride", 1),
-                        edge_primitives=self.edge_primitives)
+                        edge_primitives=self.edge_primitives, stem=cfg.get("stem", "cifar"))
 
     def derive(self, weights: dict[str, torch.Tensor], max_skip_connects: int | None = None) -> Genotype:
         """Per edge its strongest non-``none`` op, per node the two strongest edges; at most

@@ -1,4 +1,10 @@
-"""The DARTS supernet: cells of mixed operations, weighted by the architecture weights it is given."""
+"""The DARTS supernet: cells of mixed operations, weighted by the architecture weights it is given.
+
+Two options give GDAS's supernets (D-X-Y/AutoDL-Projects, xautodl/models/cell_searchs/
+search_model_gdas_nasnet.py and search_model_gdas_frc_nasnet.py): ``last_activation`` (their
+``lastact``, BN + ReLU before the global pooling) and ``fixed_reduction`` (GDAS-FRC: every reduction
+layer is :class:`~darts.spaces.darts_cnn.fixed_reduction.FixedReductionCell`, searched by no
+architecture weight)."""
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
@@ -7,9 +13,10 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from darts.errors import DartsError
 from darts.fastpath import CellCheckpointing
 from darts.kernels import concat_channels, dense_grad
-from darts.ops import FactorizedReduce, ReLUConvBN
+from darts.spaces.darts_cnn.fixed_reduction import FixedReductionCell, input_preprocessing
 from darts.spaces.mixed import ArchWeights, EdgeWeights, MixedOp, run_edge
 
 
@@ -31,11 +38,7 @@ class SearchCell(nn.Module):
         self.reduction = reduction
         self.steps = steps
         self.multiplier = multiplier
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self.preprocess0, self.preprocess1 = input_preprocessing(C_prev_prev, C_prev, C, reduction_prev, affine=False)
         self.edges = nn.ModuleList()
         for node in range(steps):
             for source in range(node + 2):
@@ -59,6 +62,9 @@ class SearchCell(nn.Module):
         return concat_channels(states[-self.multiplier:])
 
 
+SUPERNET_STEMS = ("cifar", "imagenet")
+
+
 class SuperNet(CellCheckpointing, nn.Module):
     """Stem, ``layers`` search cells (reductions at 1/3 and 2/3 of the depth), pooling, classifier.
 
@@ -67,12 +73,19 @@ class SuperNet(CellCheckpointing, nn.Module):
 
     ``edge_primitives`` = {cell type: one op list per edge} gives each edge of the normal and the
     reduction cells its own ops (RobustDARTS's S1); None = ``primitives`` on every edge.
+    ``last_activation``: BN + ReLU between the last cell and the pooling (GDAS's ``lastact``).
+    ``fixed_reduction``: the reduction layers are :class:`FixedReductionCell` (GDAS-FRC); ``arch``
+    then needs no ``reduce`` entry.
+    ``stem``: ``cifar`` (one 3x3 conv, as the CIFAR supernet) or ``imagenet``, PC-DARTS's ImageNet
+    supernet (yuhuixu1993/PC-DARTS ``model_search_imagenet.py`` lines 112-125: three stride-2 3x3
+    convs, 224 -> 28, the first cell reading a reduced s0), for searching on ImageNet directly.
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = (), in_channels: int = 3,
                  mixed_op: Callable[..., nn.Module] = MixedOp, stem_stride: int = 1,
-                 edge_primitives: Mapping[str, Sequence[Sequence[str]]] | None = None):
+                 edge_primitives: Mapping[str, Sequence[Sequence[str]]] | None = None,
+                 last_activation: bool = False, fixed_reduction: bool = False, stem: str = "cifar"):
         super().__init__()
         self.primitives = list(primitives)
         self.steps = steps
@@ -82,32 +95,60 @@ class SuperNet(CellCheckpointing, nn.Module):
         if edge_primitives is not None:  # recorded only when set: the shared-list config stays as it was
             self.config["edge_primitives"] = {cell: [list(ops) for ops in rows]
                                               for cell, rows in edge_primitives.items()}
+        for option, value in (("last_activation", last_activation), ("fixed_reduction", fixed_reduction)):
+            if value:
+                self.config[option] = True
+        if stem not in SUPERNET_STEMS:
+            raise DartsError(f"unknown space.stem {stem!r}; valid choices: {', '.join(SUPERNET_STEMS)}")
+        if stem != "cifar":
+            self.config["stem"] = stem
         C_curr = stem_multiplier * C
-        # stem_stride=2 halves the resolution up front: a CPU-budget option; the published supernet uses 1.
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, stride=stem_stride, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
+        if stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr // 2, 3, stride=2, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_curr // 2), nn.ReLU(inplace=False),
+                                      nn.Conv2d(C_curr // 2, C_curr, 3, stride=2, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_curr))
+            self.stem1 = nn.Sequential(nn.ReLU(inplace=False),
+                                       nn.Conv2d(C_curr, C_curr, 3, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(C_curr))
+        else:
+            # stem_stride=2 halves the resolution up front: a CPU-budget option; the published supernet uses 1.
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, stride=stem_stride, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_curr))
+            self.stem1 = None
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = stem == "imagenet"   # s0 of the first cell is twice s1's resolution there
         for layer in range(layers):
             reduction = layer in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
             cell_ops = None if edge_primitives is None else edge_primitives["reduce" if reduction else "normal"]
-            self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                                         self.primitives, mixed_op, cell_ops))
+            if reduction and fixed_reduction:
+                cell = FixedReductionCell(C_prev_prev, C_prev, C_curr, reduction_prev)
+            else:
+                cell = SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
+                                  self.primitives, mixed_op, cell_ops)
+            self.cells.append(cell)
             reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False)) if last_activation else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: torch.Tensor, arch: ArchWeights) -> torch.Tensor:
         s0 = s1 = self.stem(x)
+        if self.stem1 is not None:
+            s1 = self.stem1(s0)
         recompute = self.recomputes_cells()
         for cell in self.cells:
-            cell_weights = arch["reduce" if cell.reduction else "normal"]
+            # A fixed cell takes no weights; a search cell its type's.
+            inputs = (s0, s1) if isinstance(cell, FixedReductionCell) else (
+                s0, s1, arch["reduce" if cell.reduction else "normal"])
             if recompute:
-                s0, s1 = s1, checkpoint(cell, s0, s1, cell_weights, use_reentrant=False)
+                s0, s1 = s1, checkpoint(cell, *inputs, use_reentrant=False)
             else:
-                s0, s1 = s1, cell(s0, s1, cell_weights)
+                s0, s1 = s1, cell(*inputs)
+        if self.lastact is not None:
+            s1 = self.lastact(s1)
         return self.classifier(self.global_pooling(dense_grad(s1)).flatten(1))

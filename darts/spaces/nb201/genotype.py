@@ -114,33 +114,36 @@ def _best_column(row: Sequence[float], barred: int | None = None) -> int | None:
     return best
 
 
-def derive_nb201_genotype(weights: torch.Tensor, primitives: Sequence[str],
+def derive_nb201_genotype(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]],
                           max_skip_connects: int | None = None) -> NB201Genotype:
-    """weights (6, ops) -> the genotype with each edge's largest-weight op, ``none`` included.
+    """weights (6, ops) -> the genotype with each edge's largest-weight op, ``none`` included;
+    ``edge_ops[e][k]`` names column k of edge e (the space's ``edge_ops()["normal"]``: ``primitives``
+    on every edge, or each edge's own list).
 
-    Ties go to the lower op index (a strict comparison). ``max_skip_connects`` = M: P-DARTS's cap
+    Ties go to the lower column (a strict comparison). ``max_skip_connects`` = M: P-DARTS's cap
     (chenxin061/pdarts train_search.py, ``delete_min_sk_prob``) in a cell of one op per edge: while
     more than M edges hold ``skip_connect``, the one whose skip weight is lowest (the first on a tie)
     takes its largest-weight other op, ``none`` included as this space's rule allows it."""
     weights = torch.as_tensor(weights, dtype=torch.float64).detach().cpu()
-    if weights.shape != (len(NB201_EDGES), len(primitives)):
-        raise DartsError(f"NB201 weights of shape {tuple(weights.shape)} do not fit 6 edges and "
-                         f"{len(primitives)} ops")
+    widths = {len(ops) for ops in edge_ops}
+    if len(edge_ops) != len(NB201_EDGES) or len(widths) != 1 or weights.shape != (len(NB201_EDGES), widths.pop()):
+        raise DartsError(f"NB201 weights of shape {tuple(weights.shape)} do not fit 6 edges of "
+                         f"{sorted({len(ops) for ops in edge_ops})} ops")
     rows = weights.tolist()
     chosen = [_best_column(row) for row in rows]
-    skip = list(primitives).index("skip_connect") if "skip_connect" in primitives else None
-    while max_skip_connects is not None and skip is not None:
-        skips = [edge for edge, k in enumerate(chosen) if k == skip]
+    skip_columns = [list(ops).index("skip_connect") if "skip_connect" in ops else None for ops in edge_ops]
+    while max_skip_connects is not None:
+        skips = [edge for edge, k in enumerate(chosen) if k == skip_columns[edge]]
         if len(skips) <= max_skip_connects:
             break
-        weakest = min(skips, key=lambda edge: rows[edge][skip])
-        replacement = _best_column(rows[weakest], barred=skip)
+        weakest = min(skips, key=lambda edge: rows[edge][skip_columns[edge]])
+        replacement = _best_column(rows[weakest], barred=skip_columns[weakest])
         if replacement is None:
             raise DartsError(f"max_skip_connects={max_skip_connects} cannot be met: the cell has {len(skips)} "
-                             f"skip connections and no other op to give them (space.primitives: "
-                             f"{', '.join(primitives)})")
+                             f"skip connections and edge {NB201_EDGE_LABELS[weakest]} no other op to give "
+                             f"(its ops: {', '.join(edge_ops[weakest])})")
         chosen[weakest] = replacement
-    return genotype_from_edge_ops([primitives[k] for k in chosen])
+    return genotype_from_edge_ops([edge_ops[edge][k] for edge, k in enumerate(chosen)])
 
 
 def genotype_from_edge_ops(edge_ops: Sequence[str]) -> NB201Genotype:
