@@ -20,10 +20,11 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn as nn
+# common first: it sets the OpenMP wait policy before torch loads (darts/__init__.py).
+from common import peak_memory_mb, report, time_steps  # isort: skip
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
-from common import peak_memory_mb, report, time_steps
 from search_step import OPTIM, PAPER_STEPS
 
 

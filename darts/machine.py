@@ -40,7 +40,8 @@ def load_average() -> float | None:
 
 
 def machine_description(device: torch.device | None = None) -> dict:
-    """{cpu, cores, torch, threads, interop_threads, cpu_capability, omp_num_threads, load_1min, gpu}."""
+    """{cpu, cores, torch, threads, interop_threads, cpu_capability, omp_num_threads, omp_wait_policy,
+    load_1min, gpu}."""
     facts = {
         "cpu": cpu_model(),
         "cores": usable_cores(),
@@ -50,6 +51,7 @@ def machine_description(device: torch.device | None = None) -> dict:
         # The widest vector instructions torch's CPU kernels dispatch to (AVX512, AVX2, DEFAULT).
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # darts sets PASSIVE unless told otherwise
         "load_1min": load_average(),
         "gpu": None,
     }

@@ -171,7 +171,7 @@ def test_unknown_op_and_space_give_readable_errors():
     bad = space_cfg(primitives=["sep_conv_3x3", "conv_7x7"])
     with pytest.raises(DartsError, match="conv_7x7.*valid choices.*sep_conv_3x3"):
         build_space(bad)
-    with pytest.raises(DartsError, match="search space 'nope'; valid choices: darts, nb201"):
+    with pytest.raises(DartsError, match="search space 'nope'; valid choices: darts, darts_rnn, nb201"):
         build_space(OmegaConf.merge(bad, {"name": "nope"}))
     with pytest.raises(DartsError, match="strategy 'evolution'; valid choices:.*darts"):
         build_strategy(OmegaConf.create({"name": "evolution"}))

@@ -91,6 +91,9 @@ def load_split(cfg, split: str, view: View | None = None) -> LoadedSplit:
     ``view`` defaults to the split's own: augmented for 'train', the evaluation view for 'test'. The search
     and final training pass another (the training split unaugmented, or with cutout).
     """
+    if option(cfg, "kind") == "text":
+        raise DartsError(f"dataset {option(cfg, 'name')!r} is a text corpus for the language-model space "
+                         f"(space=darts_rnn); image datasets: {', '.join(DATASETS.names())}")
     loader = DATASETS.get(option(cfg, "name"))
     if split not in SPLITS:
         raise DartsError(choices_message("split", split, SPLITS))
