@@ -137,7 +137,9 @@ def summarise(group: Group) -> dict:
         "gpu_hours": f"{gpu_hours:.2f}", "cpu_hours": f"{cpu_hours:.2f}",
         # Tuning trials (darts/tuning.py): the objective each trial returned, over its seeds.
         "objective": "; ".join(f"{r['metric']} {r['mean']:.2f} ± {r['std']:.2f} over seeds "
-                               f"{', '.join(map(str, r['seeds']))}" for r in tuned) or "—",
+                               f"{', '.join(map(str, r['seeds']))}"
+                               + (f" (test_top1 {r['test_top1_mean']:.2f})" if r.get("test_top1_mean") is not None
+                                  else "") for r in tuned) or "—",
         # Early stops (searches): the epoch each seed stopped after, "—" where it ran to the end.
         "stop_epochs": ", ".join(f"seed {job.seed}: {stop_epoch(job.results)}" for job in finished
                                  if job.results.get("kind") == "search") or "—",

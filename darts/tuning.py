@@ -34,6 +34,14 @@ def check_tune(tune) -> tuple[str, list[int]]:
     return metric, seeds
 
 
+def mean_of(results: list[dict], key: str) -> float | None:
+    """The mean of ``key`` over runs that all report it as a number; None otherwise."""
+    values = [r.get(key) for r in results]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return statistics.mean(values)
+
+
 def run_tuned(cfg, run_dir: Path, run: RunFunction) -> float | None:
     """``run(cfg, run_dir)`` once without ``cfg.tune``; with it, once per seed, and the mean metric."""
     tune = cfg.get("tune")
@@ -41,7 +49,7 @@ def run_tuned(cfg, run_dir: Path, run: RunFunction) -> float | None:
         run(cfg, run_dir)
         return None
     metric, seeds = check_tune(tune)
-    values, runs = [], []
+    values, runs, reported = [], [], []
     for seed in seeds:
         seed_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         with open_dict(seed_cfg):
@@ -54,8 +62,12 @@ def run_tuned(cfg, run_dir: Path, run: RunFunction) -> float | None:
             raise DartsError(f"tune.metric {metric!r} is not a number in {seed_dir}/results.json; numbers there: {known}")
         values.append(float(value))
         runs.append(str(seed_dir))
+        reported.append(results)
     mean = statistics.mean(values)
     summary = {"kind": "tune", "metric": metric, "seeds": seeds, "values": values, "mean": mean,
-               "std": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": runs}
+               "std": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": runs,
+               "genotype_string": reported[0].get("genotype_string"),
+               # Reported beside the objective, never what a sweeper sees (the test split chooses nothing).
+               "test_top1_mean": mean_of(reported, "test_top1")}
     write_json(Path(run_dir) / "results.json", summary)
     return mean

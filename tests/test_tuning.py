@@ -22,13 +22,14 @@ def test_the_objective_is_the_mean_over_the_seeds_each_run_in_its_own_directory(
 
     def run(seed_cfg, run_dir):
         calls.append((seed_cfg.seed, run_dir))
-        return {"score": 10.0 * seed_cfg.seed, "name": "x"}
+        return {"score": 10.0 * seed_cfg.seed, "name": "x", "test_top1": 80.0 + seed_cfg.seed}
 
     assert run_tuned(cfg, tmp_path, run) == 40.0
     assert calls == [(3, tmp_path / "seed_3"), (5, tmp_path / "seed_5")]
     summary = read_json(tmp_path / "results.json")
     assert summary["kind"] == "tune" and summary["values"] == [30.0, 50.0]
     assert summary["std"] == pytest.approx(statistics.stdev([30.0, 50.0]))
+    assert summary["test_top1_mean"] == 84.0   # reported beside the objective
     assert run_tuned(OmegaConf.create({"seed": 0, "tune": None}), tmp_path / "once", lambda c, d: {}) is None
 
 
@@ -66,4 +67,4 @@ def test_optuna_example_runs_two_trials_and_the_report_reads_their_objectives(tm
     assert best["best_value"] == pytest.approx(max(trial["mean"] for trial in trials))
     from darts.report import write_report
     md_path, _ = write_report(sweep)
-    assert "valid_top1" in md_path.read_text()
+    assert "valid_top1" in md_path.read_text() and "(test_top1 " in md_path.read_text()
