@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from omegaconf import OmegaConf
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# Before torch: importing darts sets its OpenMP wait policy, so a benchmark runs as the scripts do.
-import darts  # noqa: E402,F401
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from darts.runtime import Runtime, build_runtime  # noqa: E402
 

@@ -20,11 +20,10 @@ import sys
 import warnings
 from pathlib import Path
 
-# common first: it sets the OpenMP wait policy before torch loads (darts/__init__.py).
-from common import peak_memory_mb, report, time_steps  # isort: skip
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch
+import torch.nn as nn
 
+from common import peak_memory_mb, report, time_steps
 from search_step import OPTIM, PAPER_STEPS
 
 

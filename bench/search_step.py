@@ -16,11 +16,10 @@ from __future__ import annotations
 import copy
 import inspect
 
-# common first: it sets the OpenMP wait policy before torch loads (darts/__init__.py).
-from common import base_parser, make_runtime, peak_memory_mb, report, time_steps  # isort: skip
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import torch
+from omegaconf import OmegaConf
 
+from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
 from darts.spaces import build_space
 from darts.spaces.darts_cnn.genotype import PRIMITIVES
 from darts.strategies import STRATEGIES, build_strategy

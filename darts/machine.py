@@ -2,7 +2,8 @@
 
 Timings of the same code differ several-fold between machines that are sold as the same (two
 "2-core" cloud machines: another CPU generation, no AVX-512, one physical core shared by two
-threads, another process on the cores), so every figure this project prints names these facts.
+threads, another process on the cores, whose spinning OpenMP threads collapse torch's), so every
+figure this project prints names these facts, the load average when it started among them.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def machine_description(device: torch.device | None = None) -> dict:
         # The widest vector instructions torch's CPU kernels dispatch to (AVX512, AVX2, DEFAULT).
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # darts sets PASSIVE unless told otherwise
+        # PASSIVE: idle OpenMP threads sleep instead of spinning (README "Tests and benchmarks" measures both).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_1min": load_average(),
         "gpu": None,
     }

@@ -176,6 +176,10 @@ def accuracy_chart(groups: list[Group]) -> np.ndarray | None:
     points = {name: group_points for name, group_points in points.items() if group_points}
     if not points:
         return None
+    # The legend names what tells the groups apart: the overrides they do not all share.
+    shared = set.intersection(*(set(name.split()) for name in points)) if len(points) > 1 else set()
+    points = {" ".join(token for token in name.split() if token not in shared) or name: group_points
+              for name, group_points in points.items()}
     return viz.scatter_chart(points, "parameters (M, without the auxiliary head)", "test top-1 (%)",
                              title="final training: test accuracy against size")
 

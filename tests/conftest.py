@@ -6,7 +6,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 # Tests are timed against 2 cores; more threads only add contention there.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-# As darts/__init__.py: idle OpenMP threads sleep instead of spinning (the suite's subprocesses share the cores).
+# The suite runs subprocesses beside itself: idle OpenMP threads that sleep instead of spinning keep two
+# torch processes on two cores from stalling each other (README "Tests and benchmarks").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

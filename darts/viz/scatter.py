@@ -69,9 +69,9 @@ def scatter_chart(groups: Mapping[str, Sequence[tuple[float, float]]], x_label: 
         label = tick_label(tick)
         draw.text((x - text_width(label, font) / 2, bottom + 6), label, font=font, fill=TEXT_COLOR)
     draw.rectangle([left, top, right, bottom], outline=OUTLINE_COLOR)
-    draw.text((left, 10), title, font=title_font, fill=TEXT_COLOR)
+    draw.text((left, 4), title, font=title_font, fill=TEXT_COLOR)
     draw.text(((left + right - text_width(x_label, font)) / 2, HEIGHT - 20), x_label, font=font, fill=TEXT_COLOR)
-    draw.text((8, top - 20), y_label, font=font, fill=TEXT_COLOR)
+    draw.text((8, top - 16), y_label, font=font, fill=TEXT_COLOR)
     for index, (name, points) in enumerate(clean.items()):
         color = GROUP_COLORS[index % len(GROUP_COLORS)]
         if front and len(points) > 1:
