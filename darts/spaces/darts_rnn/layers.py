@@ -8,6 +8,7 @@ passed in and returned: nothing is kept on the module between calls.
 """
 from __future__ import annotations
 
+import abc
 from typing import Callable
 
 import torch
@@ -55,7 +56,7 @@ def check_sizes(ninp: int, nhid: int, nhidlast: int) -> None:
                          f"nhidlast must be equal; got {ninp}, {nhid}, {nhidlast}")
 
 
-class HighwayCell(nn.Module):
+class HighwayCell(nn.Module, abc.ABC):
     """The cell's weights and its first state (rnn/model.py ``DARTSCell.__init__`` and
     ``_compute_init_state``, lines 16-56): W0 (ninp + nhid, 2 nhid) and one W_i (nhid, 2 nhid) per node.
 
@@ -79,9 +80,10 @@ class HighwayCell(nn.Module):
         c0, h0 = torch.split(torch.cat([x, masked_h], dim=-1).mm(self.W0), self.nhid, dim=-1)
         return h_prev + c0.sigmoid() * (h0.tanh() - h_prev)
 
+    @abc.abstractmethod
     def step(self, x: torch.Tensor, h_prev: torch.Tensor, x_mask, h_mask, arch) -> torch.Tensor:
-        """One time step: (B, ninp), (B, nhid) -> h_t (B, nhid)."""
-        raise NotImplementedError
+        """One time step: (B, ninp), (B, nhid) -> h_t (B, nhid); the search cell mixes every op by
+        ``arch``, the genotype cell runs its one op per node."""
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor, arch=None) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (T, B, ninp), hidden (B, nhid) -> outputs (T, B, nhid), last hidden (B, nhid).
