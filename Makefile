@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 FVR_DIR := multirun/found_vs_random/$(shell date +%Y-%m-%d_%H-%M-%S)
+PARETO_DIR := multirun/pareto/$(shell date +%Y-%m-%d_%H-%M-%S)
 # Graphviz's dot draws the cell pictures: any dot on PATH will do, else apt installs /usr/bin/dot.
 DOT := $(or $(shell command -v dot),/usr/bin/dot)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-slow bench found-vs-random clean
+.PHONY: setup demo test test-slow bench found-vs-random pareto clean
 
 $(VENV)/.installed: requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,11 @@ demo: setup
 # (conf/experiment/found_vs_random.yaml), then the report: $(FVR_DIR)/report.md and report.png.
 found-vs-random: setup
 	OMP_NUM_THREADS=$$(nproc) $(PY) -m darts.found_vs_random --dir $(FVR_DIR)
+
+# Searches over the cost weight (conf/experiment/pareto_fashion_mnist.yaml), each found cell trained, then
+# the accuracy-against-cost table and Pareto plots: $(PARETO_DIR)/report.md, pareto_*.png. SWEEP= picks the sweep.
+pareto: setup
+	OMP_NUM_THREADS=$$(nproc) $(PY) -m darts.pareto --dir $(PARETO_DIR) $(if $(SWEEP),--sweep $(SWEEP))
 
 # The step benchmarks in one table (bench/run_all.py); ORIGINAL=path/to/darts/cnn adds the original code's step.
 bench: setup

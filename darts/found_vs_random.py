@@ -18,23 +18,11 @@ Extra ``OVERRIDE``s go to both scripts (smoke runs: ``dataset=synthetic search.e
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from darts.report import write_report
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_sweep(script: str, overrides: list[str]) -> None:
-    """One multirun of ``script``; a failed sweep stops the comparison with its exit status."""
-    command = [sys.executable, str(REPO_ROOT / script), "-m", *overrides]
-    print("+", " ".join(command), flush=True)
-    status = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT))).returncode
-    if status != 0:
-        raise SystemExit(f"error: {script} exited {status}; the runs so far are in their directories")
+from darts.sweep import job_directories, run_sweep
 
 
 def main(argv: list[str]) -> Path:
@@ -51,8 +39,7 @@ def main(argv: list[str]) -> Path:
     root = args.dir.resolve()
     common = [f"experiment={args.experiment}", *args.overrides]
     run_sweep("train_search.py", [*common, f"seed={','.join(seeds)}", f"hydra.sweep.dir={root / 'search'}"])
-    # Hydra numbers a sweep's jobs in the order of its values: job i is seed i of the list.
-    genotypes = [str(root / "search" / str(job)) for job in range(len(seeds))]
+    genotypes = job_directories(root / "search", len(seeds))   # job i searched with seed i of the list
     genotypes += [f"random:{k}" for k in range(args.random)]
     run_sweep("train_final.py", [*common, f"genotype={','.join(genotypes)}", f"hydra.sweep.dir={root / 'final'}"])
     md_path, _ = write_report(root)

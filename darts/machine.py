@@ -42,7 +42,7 @@ def load_average() -> float | None:
 
 def machine_description(device: torch.device | None = None) -> dict:
     """{cpu, cores, torch, threads, interop_threads, cpu_capability, omp_num_threads, omp_wait_policy,
-    load_1min, gpu}."""
+    omp_probe_busy_cores, load_1min, gpu}."""
     facts = {
         "cpu": cpu_model(),
         "cores": usable_cores(),
@@ -54,6 +54,8 @@ def machine_description(device: torch.device | None = None) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         # PASSIVE: idle OpenMP threads sleep instead of spinning (README "Tests and benchmarks" measures both).
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        # Set when darts/startup.py chose PASSIVE because other processes kept this many cores busy.
+        "omp_probe_busy_cores": os.environ.get("DARTS_OMP_PROBE_BUSY_CORES"),
         "load_1min": load_average(),
         "gpu": None,
     }
@@ -68,6 +70,8 @@ def machine_line(facts: dict) -> str:
              facts["cpu_capability"]]
     if facts.get("gpu"):
         parts.insert(0, facts["gpu"])
+    if facts.get("omp_wait_policy"):
+        parts.append(f"OMP_WAIT_POLICY={facts['omp_wait_policy']}")
     if facts.get("load_1min") is not None:
         parts.append(f"load {facts['load_1min']}")
     return ", ".join(parts)

@@ -11,20 +11,34 @@ An op that starts with an activation may expose it for the fast path: an ``activ
 ``forward_activated(activation(x)) == forward(x)``. A mixed op then computes that activation once for
 all its ops whose activations are the same (same type and settings: :func:`activation_signature`);
 ops with another activation keep their own.
+
+The activation as a search dimension (``space.activations``): an op that starts with an activation and
+has weights is registered with :func:`register_activated_op` and then exists once per activation of
+:data:`darts.activations.ACTIVATIONS`: with ReLU under its published name (``sep_conv_3x3``), with
+another activation under ``<name>_<activation>`` (``sep_conv_3x3_gelu``). Choosing an activation is
+choosing one of these ops, so strategies, derivation rules and genotypes see ordinary op names.
+Parameter-free ops (``none``, the pools, ``skip_connect`` with its stride-2 FactorizedReduce,
+``noise``) exist once; FactorizedReduce keeps the published ReLU.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from darts.activations import ACTIVATIONS, DEFAULT_ACTIVATION, ActivationFactory
+from darts.errors import DartsError
 from darts.kernels import DepthwiseConv2d, subsampled_halves
 from darts.registry import Registry
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 OPS: Registry[OpFactory] = Registry("op")
+# (C, stride, affine, activation factory) -> module: an op that starts with a chosen activation.
+ActivatedOpFactory = Callable[[int, int, bool, ActivationFactory], nn.Module]
+ACTIVATED_OPS: Registry[ActivatedOpFactory] = Registry("op with an activation choice")
 
 
 def build_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
@@ -61,20 +75,24 @@ class ActivationFirst(nn.Sequential):
 
 
 class ReLUConvBN(ActivationFirst):
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+    """Activation (the published ReLU unless ``activation`` says otherwise), k x k conv, BN."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
+                 activation: ActivationFactory = nn.ReLU):
         super().__init__(
-            nn.ReLU(inplace=False),
+            activation(),
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
 
 class DilConv(ActivationFirst):
-    """ReLU, depthwise k x k (dilated), pointwise 1 x 1, BN."""
+    """Activation (ReLU unless told), depthwise k x k (dilated), pointwise 1 x 1, BN."""
 
-    def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True):
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True,
+                 activation: ActivationFactory = nn.ReLU):
         super().__init__(
-            nn.ReLU(inplace=False),
+            activation(),
             DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
@@ -90,12 +108,14 @@ class DilConv(ActivationFirst):
 
 
 class SepConv(nn.Sequential):
-    """Two DilConv blocks with dilation 1; only the first carries the stride."""
+    """Two DilConv blocks with dilation 1; only the first carries the stride. Both start with the
+    same activation."""
 
-    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True,
+                 activation: ActivationFactory = nn.ReLU):
         super().__init__(
-            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
-            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
+            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine, activation),
+            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine, activation),
         )
 
     @property
@@ -197,14 +217,83 @@ OPS.register("avg_pool_3x3")(
     lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
 OPS.register("skip_connect")(
     lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine))
-OPS.register("sep_conv_3x3")(lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine))
-OPS.register("sep_conv_5x5")(lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine))
-OPS.register("dil_conv_3x3")(lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
-OPS.register("dil_conv_5x5")(lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
 
-# NAS-Bench-201 operations (ReLU-Conv-BN; pools as above).
-OPS.register("nor_conv_1x1")(lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
-OPS.register("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
+
+def with_activation(op_name: str, activation: str) -> str:
+    """The registered name of ``op_name`` (an op with an activation choice) starting with ``activation``:
+    the published name for ReLU, ``<op_name>_<activation>`` otherwise (``sep_conv_3x3_gelu``)."""
+    ACTIVATED_OPS.get(op_name)
+    ACTIVATIONS.get(activation)
+    return op_name if activation == DEFAULT_ACTIVATION else f"{op_name}_{activation}"
+
+
+def split_activation(op_name: str) -> tuple[str, str | None]:
+    """(the op it is a variant of, its activation) of a registered op's name: ``sep_conv_3x3_gelu`` ->
+    ``("sep_conv_3x3", "gelu")``, ``sep_conv_3x3`` -> ``("sep_conv_3x3", "relu")``; an op without an
+    activation choice (``max_pool_3x3``, ``skip_connect``) -> ``(op_name, None)``."""
+    if op_name in ACTIVATED_OPS:
+        return op_name, DEFAULT_ACTIVATION
+    for activation in ACTIVATIONS:
+        base = op_name.removesuffix(f"_{activation}")
+        if activation != DEFAULT_ACTIVATION and base != op_name and base in ACTIVATED_OPS:
+            return base, activation
+    return op_name, None
+
+
+def base_op(op_name: str) -> str:
+    """The op that ``op_name`` is an activation variant of (itself for a published or parameter-free op)."""
+    return split_activation(op_name)[0]
+
+
+def activation_of(op_name: str) -> str | None:
+    """The activation op ``op_name`` starts with, as chosen in ``space.activations`` (``relu`` for a
+    published conv); None for an op without an activation choice."""
+    return split_activation(op_name)[1]
+
+
+def expand_activations(primitives: Sequence[str], activations: Sequence[str]) -> list[str]:
+    """Each op of ``primitives`` that has an activation choice replaced, in place, by its variants in
+    the order of ``activations``; every other op (parameter-free, or already a variant) kept as it is.
+
+    ``[none, sep_conv_3x3], [relu, gelu]`` -> ``[none, sep_conv_3x3, sep_conv_3x3_gelu]``."""
+    expanded = []
+    for name in primitives:
+        if name in ACTIVATED_OPS:
+            expanded.extend(with_activation(name, activation) for activation in activations)
+        else:
+            expanded.append(name)
+    return expanded
+
+
+def _bound(factory: ActivatedOpFactory, activation: ActivationFactory) -> OpFactory:
+    return lambda C, stride, affine: factory(C, stride, affine, activation)
+
+
+def register_activated_op(name: str, factory: ActivatedOpFactory) -> None:
+    """Register an op that starts with an activation and has weights, once per registered activation
+    (see :func:`with_activation` for the names)."""
+    if name in OPS:
+        raise DartsError(f"op {name!r} is registered already")
+    ACTIVATED_OPS.add(name, factory)
+    for activation, activation_factory in ACTIVATIONS.items():
+        OPS.add(with_activation(name, activation), _bound(factory, activation_factory))
+
+
+def register_activation(name: str, factory: ActivationFactory) -> None:
+    """Register an activation and, for every op with an activation choice, its variant that starts with it."""
+    ACTIVATIONS.add(name, factory)
+    for op_name, op_factory in ACTIVATED_OPS.items():
+        OPS.add(with_activation(op_name, name), _bound(op_factory, factory))
+
+
+register_activated_op("sep_conv_3x3", lambda C, stride, affine, act: SepConv(C, C, 3, stride, 1, affine, act))
+register_activated_op("sep_conv_5x5", lambda C, stride, affine, act: SepConv(C, C, 5, stride, 2, affine, act))
+register_activated_op("dil_conv_3x3", lambda C, stride, affine, act: DilConv(C, C, 3, stride, 2, 2, affine, act))
+register_activated_op("dil_conv_5x5", lambda C, stride, affine, act: DilConv(C, C, 5, stride, 4, 2, affine, act))
+
+# NAS-Bench-201 operations (activation-Conv-BN; pools as above).
+register_activated_op("nor_conv_1x1", lambda C, stride, affine, act: ReLUConvBN(C, C, 1, stride, 0, affine, act))
+register_activated_op("nor_conv_3x3", lambda C, stride, affine, act: ReLUConvBN(C, C, 3, stride, 1, affine, act))
 
 
 def is_pool(name: str) -> bool:

@@ -49,7 +49,7 @@ from darts.distributed import Distributed
 from darts.errors import DartsError
 from darts.metrics import check_metric
 from darts.spaces.base import skip_cap
-from darts.spaces.mixed import ArchWeights, EdgeWeights
+from darts.spaces.mixed import ArchWeights
 from darts.strategies.darts import preserved_bn_stats
 
 EDGE_ORDERS = ("random",)
@@ -217,8 +217,9 @@ class Projection:
         projected = dict(arch)
         for cell, state in self.cells.items():
             if cell in arch:
-                weights, active, scales = arch[cell]
-                projected[cell] = EdgeWeights(state.project(weights), state.project_active(active), scales)
+                edge_weights = arch[cell]
+                projected[cell] = edge_weights._replace(weights=state.project(edge_weights.weights),
+                                                        active=state.project_active(edge_weights.active))
         return projected
 
     def project_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -237,21 +238,21 @@ class Projection:
 def without_op(arch: ArchWeights, cell: str, edge: int, op: int) -> ArchWeights:
     """``arch`` with op column ``op`` of ``edge`` zeroed (the other ops keep their weights, not
     renormalised, as their ``proj_mask``)."""
-    weights, active, scales = arch[cell]
+    weights = arch[cell].weights
     mask = torch.ones_like(weights)
     mask[edge, op] = 0
-    return {**arch, cell: EdgeWeights(weights * mask, active, scales)}
+    return {**arch, cell: arch[cell]._replace(weights=weights * mask)}
 
 
 def without_edge(arch: ArchWeights, cell: str, edge: int) -> ArchWeights:
     """``arch`` with ``edge`` off: a zero row (their ``weights[eid].data.fill_(0)``) and, for a
     sampling strategy's op list, no op run there."""
-    weights, active, scales = arch[cell]
+    weights, active = arch[cell].weights, arch[cell].active
     mask = torch.ones_like(weights)
     mask[edge] = 0
     if active is not None:
         active = [None if index == edge else op for index, op in enumerate(active)]
-    return {**arch, cell: EdgeWeights(weights * mask, active, scales)}
+    return {**arch, cell: arch[cell]._replace(weights=weights * mask, active=active)}
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ Every job directory (one holding ``.hydra/overrides.yaml``) is read; jobs are
 grouped by their overrides with ``seed`` removed, and each group gets the
 number of jobs, mean +- std and best of the test error (final runs) or the
 alpha-split accuracy (searches), parameters, cost, the epoch each search stopped early at and
-why, and every seed's genotype.
+why, and every seed's genotype; runs with costs also get the accuracy-against-cost table and Pareto
+plots (``pareto_params.png``, ``pareto_macs.png``, ``pareto_latency.png``: darts.resources.report).
 A job without ``results.json`` is reported as failed; it costs no other job
 its row. Writes ``report.md`` and ``report.csv`` into the directory, and ``report.png`` (test
 accuracy against parameters, one colour per group) when the sweep has final runs. Final runs of
@@ -24,6 +25,7 @@ import numpy as np
 import yaml
 
 from darts import viz
+from darts.resources.report import write_cost_section
 
 IGNORED_OVERRIDES = ("seed", "hydra.", "resume")
 
@@ -202,6 +204,7 @@ def write_report(root: Path) -> tuple[Path, Path]:
     lines += ["", "## Genotypes", ""] + [f"- **{row['group']}**: {row['genotypes'] or '—'}" for row in rows]
     stops = [f"- **{row['group']}**: {row['stop_reasons']}" for row in rows if row.get("stop_reasons")]
     lines += ["", "## Early stops", ""] + (stops or ["none"])
+    lines += write_cost_section(root, [(group.name, job.results) for group in groups for job in group.finished()])
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     lines += [f"- `{job.directory}` ({' '.join(job.overrides)}): {job.error}" for job in failed] or ["none"]
     chart = accuracy_chart(groups)

@@ -1,9 +1,11 @@
 """Contract tests generated from the registries: a new op, space or strategy is tested the moment it
 is registered, with no edit here.
 
-* every op: output shape at stride 1 and 2 (odd and even sizes), with and without affine BN;
+* every op (each conv once per registered activation): output shape at stride 1 and 2 (odd and even
+  sizes), with and without affine BN;
 * every space: one config file; the supernet's mixed edges match ``arch_shapes``; derive -> write ->
-  read round trips (string and JSON); random and published genotypes build a final network;
+  read round trips (string and JSON); random and published genotypes build a final network; with every
+  registered activation (``space.activations``) its supernet holds each conv once per activation;
 * every strategy x every space it can search: a smoke search whose genotype belongs to the space,
   and a run stopped mid-epoch by a signal that, resumed, ends exactly as an uninterrupted one.
 """
@@ -16,7 +18,8 @@ import torch
 from omegaconf import OmegaConf
 
 from darts.diagnostics import cell_op_counts
-from darts.ops import OPS, build_op
+from darts.activations import ACTIVATIONS
+from darts.ops import OPS, build_op, expand_activations
 from darts.preemption import Preempted
 from darts.engine import SEARCH_TASKS, Run, run_search
 from darts.spaces import SPACES, MixedOp, build_space
@@ -114,6 +117,25 @@ def test_every_space_derives_writes_reads_and_builds_a_genotype(name, seed):
     network = space.build_network(genotype, final_config(), num_classes=3, in_channels=2)
     network.eval()
     assert network(torch.randn(2, 2, 8, 8)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", IMAGE_SPACES)
+def test_every_space_takes_every_registered_activation_as_ops_of_its_own(name):
+    cfg = space_config(name)
+    cfg.activations = ACTIVATIONS.names()
+    space = build_space(cfg)
+    assert space.op_names == expand_activations(list(cfg.primitives), ACTIVATIONS.names())
+    torch.manual_seed(0)
+    model = space.build_supernet(num_classes=3, in_channels=2).eval()
+    edge_ops = {op for rows in space.edge_ops().values() for row in rows for op in row}
+    assert {op for module in model.modules() if isinstance(module, MixedOp) for op in module.primitives} == edge_ops
+    x = torch.randn(2, 2, 8, 8)
+    with torch.no_grad():
+        assert model(x, uniform_arch(space)).shape == (2, 3)
+    genotype = space.derive(random_weights(space, 0))
+    assert genotype.ops() <= edge_ops and space.parse_genotype(str(genotype)) == genotype
+    network = space.build_network(genotype, final_config(), num_classes=3, in_channels=2).eval()
+    assert network(x).shape == (2, 3)
 
 
 @pytest.mark.parametrize("name", IMAGE_SPACES)

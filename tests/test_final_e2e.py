@@ -9,7 +9,7 @@ from darts.checkpoint import CHECKPOINT_NAME
 from darts.errors import DartsError
 from darts.engine import Run, run_final
 from darts.engine.final import FinalTraining
-from darts.engine.training import multiply_adds
+from darts.resources.measure import count_macs
 from darts.spaces.darts_cnn.genotype import DARTS_V1, DARTS_V2, PC_DARTS
 from darts.spaces.darts_cnn.network import NetworkImageNet
 from helpers import assert_clean_failure, compose_config, read_json, run_script, run_task
@@ -26,7 +26,7 @@ def test_smoke_final_training_from_a_genotype_string(tmp_path):
     assert result.returncode == 0, result.stderr
     results = read_json(run_dir / "results.json")
     assert results["genotype"] == PC_DARTS.to_dict()
-    for key in ("test_top1", "test_top5", "params_m", "wall_time_s", "images_per_s"):
+    for key in ("test_top1", "test_top5", "params_m", "wall_time_s", "images_per_s", "latency_ms"):
         assert isinstance(results[key], float) and results[key] >= 0, key
     assert 0 <= results["test_top1"] <= results["test_top5"] <= 100
     assert isinstance(results["multiply_adds"], int) and results["multiply_adds"] > 0
@@ -42,12 +42,12 @@ def test_multiply_adds_are_counted_exactly_for_darts_v2_on_imagenet():
     # torch's counter sees convolutions and linear layers; the published 574 M for DARTS_V2 at C=48,
     # 14 cells also counts pooling, BN and additions, which add a few per cent.
     net = NetworkImageNet(48, 1000, 14, False, DARTS_V2)
-    assert multiply_adds(net, (3, 224, 224), "cpu") == 529_911_552
+    assert count_macs(net, (3, 224, 224), "cpu") == 529_911_552
     assert 0.9 * 574e6 < 529_911_552 < 574e6
     # Exact on a layer whose count is known by hand: 3x3 conv, 3 -> 8 channels, 5x5 output, plus a linear.
     tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.Flatten(),
                                torch.nn.Linear(8 * 5 * 5, 10))
-    assert multiply_adds(tiny, (3, 5, 5), "cpu") == 3 * 9 * 8 * 25 + 200 * 10
+    assert count_macs(tiny, (3, 5, 5), "cpu") == 3 * 9 * 8 * 25 + 200 * 10
 
 
 def test_genotype_given_by_name_file_run_directory_and_string(tmp_path):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import darts.kernels as kernels
+from darts.activations import ACTIVATIONS
 from darts.fastpath import FastPathOptions, apply_fast_path
 from darts.kernels import depthwise_conv2d, weighted_sum
 from darts.ops import OPS, ActivationFirst, FactorizedReduce, activation_signature
@@ -123,8 +124,9 @@ def assert_fused_equals_plain(plain, fused, x, tolerance=None):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [8, 7])
 def test_fused_mixed_op_equals_the_published_one_for_every_registered_op(stride, size):
-    primitives = OPS.names()  # every op in the registry, whatever registers one
+    primitives = OPS.names()  # every op in the registry, each conv with every activation, whatever registers one
     assert set(PRIMITIVES) <= set(primitives) and {"nor_conv_1x1", "nor_conv_3x3"} <= set(primitives)
+    assert {"sep_conv_3x3_gelu", "dil_conv_5x5_silu", "nor_conv_3x3_hardswish"} <= set(primitives)
     plain, fused = mixed_op_pair(stride, primitives)
     assert_fused_equals_plain(plain, fused, torch.randn(3, 4, size, size, dtype=torch.float64))
 
@@ -187,12 +189,15 @@ def test_fused_mixed_op_keeps_each_ops_own_activation(gelu_ops, order, stride, s
     x = torch.randn(3, 4, size, size)
     calls = activation_calls(fused)
     assert_fused_equals_plain(plain, fused, x, tolerance=dict(rtol=1e-5, atol=1e-5))
-    # Each activation was computed once per forward for all the ops that share it.
+    # Each activation was computed once per forward for all the ops that share it: the registered
+    # activations (the built-in ops' variants; the exact GELU also the test ops') and the tanh GELU.
     by_signature = {}
     for name, seen in calls.items():
         by_signature.setdefault(signatures[name], []).append(len(seen))
+    registered = {repr(factory()): 1 for _, factory in ACTIVATIONS.items()}
+    assert {"ReLU()", "GELU(approximate='none')", "SiLU()", "Hardswish()"} <= set(registered)
     assert {signature: sum(counts) for signature, counts in by_signature.items()} == {
-        "ReLU()": 1, "GELU(approximate='none')": 1, "GELU(approximate='tanh')": 1}
+        **registered, "GELU(approximate='tanh')": 1}
 
 
 def test_fused_mixed_op_runs_one_relu_for_its_four_convolutions():

@@ -15,7 +15,7 @@ from test_config import preset_cases
 # The presets that keep the fast path, every other preset must resolve to runtime=exact: those that
 # reproduce no paper (CPU-sized demos, smoke runs, the tuning example) and the protocol halves (the
 # method preset they are combined with sets the runtime).
-FAST_PRESETS = {"smoke", "fashion_mnist_cpu", "found_vs_random", "optuna_final", "protocol_search", "protocol_final"}
+FAST_PRESETS = {"smoke", "fashion_mnist_cpu", "found_vs_random", "pareto_fashion_mnist", "optuna_final", "protocol_search", "protocol_final"}
 CASES = preset_cases()
 
 

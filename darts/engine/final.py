@@ -22,7 +22,9 @@ from darts.engine.context import RunContext, in_layout, scaled_learning_rates
 from darts.engine.evaluate import evaluate
 from darts.engine.loop import Task
 from darts.engine.supernet import genotype_record
-from darts.engine.training import build_optimizer, build_schedule, multiply_adds, train_step
+from darts.engine.training import build_optimizer, build_schedule, train_step
+from darts.resources import parse_resource
+from darts.resources.measure import count_macs, measure_latency_ms
 from darts.runtime import build_runtime
 from darts.spaces.base import build_space
 from darts.tracking import RunLogger, write_json
@@ -142,6 +144,7 @@ class FinalTraining(Task):
         if writes:
             export.save(self.model, run_dir / EXPORT_NAME)
         info = self.data.info
+        latency = parse_resource(self.cfg.get("resource")).latency
         last_eval = next((r for r in reversed(history) if "test_top1" in r), {})
         last = history[-1] if history else {}
         return {
@@ -156,8 +159,11 @@ class FinalTraining(Task):
             "valid_top1": last_eval.get("valid_top1"), "valid_loss": last_eval.get("valid_loss"),
             "train_loss": last.get("loss"), "train_acc": last.get("acc"),
             "params_m": export.count_parameters(self.model, exclude_auxiliary=True) / 1e6,
-            "multiply_adds": multiply_adds(self.model, (info.in_channels, info.image_size, info.image_size),
-                                           self.device),
+            "multiply_adds": count_macs(self.model, (info.in_channels, info.image_size, info.image_size), self.device),
+            # Eval-mode forward on this run's device: the median of resource.latency.repeats after its warm-up.
+            "latency_ms": measure_latency_ms(self.model, (info.in_channels, info.image_size, info.image_size),
+                                             self.device, latency.batch, latency.warmup, latency.repeats),
+            "latency_batch": latency.batch,
             "train_time_s": self.train_time_s,
             "images_per_s": self.images_seen / self.train_time_s if self.train_time_s else None,
             "runtime": self.runtime.describe(),

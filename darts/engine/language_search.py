@@ -25,6 +25,7 @@ from darts.engine.language import (epoch_windows, evaluate_nll, language_corpus,
                                    perplexity, scaled_learning_rate, show_genotype, streams, text_window)
 from darts.engine.loop import Task
 from darts.engine.supernet import genotype_record
+from darts.resources import parse_resource
 from darts.spaces.base import build_space
 from darts.spaces.language import HiddenCarry
 from darts.strategies.base import SupernetStrategy
@@ -42,6 +43,9 @@ def check_language_search(cfg, space, strategy: SupernetStrategy) -> None:
     early_stop = (cfg.get("early_stop") or {}).get("name", "none")
     if early_stop != "none":
         raise DartsError(f"early_stop {early_stop!r} does not apply to the {space.name} space; valid choices: none")
+    if parse_resource(cfg.get("resource")).active:
+        raise DartsError(f"resource-aware search (resource.metric, resource.max_*) does not apply to the {space.name} "
+                         "space, whose costs are not measured; use resource=none")
 
 
 class LanguageModelSearch(Task):

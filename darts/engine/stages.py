@@ -1,5 +1,6 @@
-"""The engine part of a progressive search: the pruned space of a stage, and carrying a supernet's
-state (weights, architecture parameters, optimizer and scheduler state) into the next stage's.
+"""The engine part of a progressive search: the space of a stage (its overrides, its pruned edges),
+and carrying a supernet's state (weights, architecture parameters, optimizer and scheduler state)
+into the next stage's where the stage carries ``state``.
 
 At a stage boundary DrNAS (xiangning-chen/DrNAS, DARTS-space/train_search.py lines 147-159) prunes
 each edge to its top ops (``model.pruning``), widens the surviving ops to the new partial-channel K
@@ -18,6 +19,13 @@ concentrations, a masked softmax the softmax of the kept alphas. What carries ov
   gathered, step counts copied); its param-group settings stay the new optimizer's, as their new SGD
   has ``lr = args.learning_rate``; every other checkpointable (scheduler, grad scaler) loads the old
   one's state dict.
+
+A stage that carries ``none`` (P-DARTS, chenxin061/pdarts train_search.py lines 124-141: each stage
+a new ``Network`` with ``layers + add_layers[sp]`` cells and fresh ``1e-3 * randn`` alphas over the
+surviving ops, a new SGD, Adam and ``CosineAnnealingLR(optimizer, args.epochs)``) takes nothing but
+its edges' op lists: its supernet, alphas, optimisers and schedule are new, the schedule over the
+epochs up to the next stage that starts afresh. Its space may differ from the previous stage's
+(``space`` overrides: depth); a stage that carries ``state`` must keep the previous stage's space.
 """
 from __future__ import annotations
 
@@ -30,11 +38,34 @@ from omegaconf import OmegaConf
 from darts.errors import DartsError
 from darts.net2wider import widen, widening_plan
 from darts.spaces.base import SearchSpace, build_space
-from darts.stages import EdgeOps, StagedStrategy, check_schedule, stage_starts, top_ops
+from darts.stages import (CARRY, FIXED_SPACE_KEYS, EdgeOps, StagedStrategy, check_schedule, kept_columns,
+                          stage_starts)
 
 # new tensor -> (old tensor, how the old one becomes the new one)
 TensorMap = dict[int, tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]
 Kept = dict[str, list[list[int]]]
+
+
+def stage_space_configs(space_cfg, stages) -> list:
+    """Each stage's space config: ``space_cfg`` merged with the ``space`` overrides of that stage and
+    of every stage before it (depth set once stays). DartsError for a key the space config lacks."""
+    configs, current = [], space_cfg
+    for index, stage in enumerate(stages):
+        keys = [key for key in map(str, space_cfg) if key not in FIXED_SPACE_KEYS]
+        unknown = sorted(set(stage.space) - set(keys))
+        if unknown:
+            raise DartsError(f"strategy.stages[{index}].space: unknown key(s) {', '.join(unknown)}; valid keys of "
+                             f"the {space_cfg.get('name')} space: {', '.join(keys)}")
+        if stage.space:
+            current = OmegaConf.merge(current, stage.space)
+        configs.append(current)
+    return configs or [space_cfg]
+
+
+def changed_keys(before, after) -> list[str]:
+    """The keys whose values differ between two space configs, as ``key a -> b``."""
+    return [f"{key} {before.get(key)} -> {after.get(key)}" for key in map(str, after)
+            if key != "edge_primitives" and before.get(key) != after.get(key)]
 
 
 def stage_space(space_cfg, edge_ops: dict[str, EdgeOps] | None) -> SearchSpace:
@@ -141,14 +172,27 @@ def carry_strategy(new: dict[str, Any], old: dict[str, Any], model_map: TensorMa
 class StagePlan:
     """Where a search is in its strategy's stage schedule (one stage for a strategy without one).
 
-    ``index``: the current stage; ``edge_ops``: its pruned per-edge op lists (None: the configured space)."""
+    ``index``: the current stage; ``edge_ops``: its pruned per-edge op lists (None: the configured
+    space's); ``space_cfgs``: each stage's space config (``space_cfg`` with the stages' overrides)."""
 
-    def __init__(self, strategy, epochs: int, space: SearchSpace):
+    def __init__(self, strategy, epochs: int, space_cfg):
         self.strategy = strategy if isinstance(strategy, StagedStrategy) else None
         self.stages = self.strategy.stages if self.strategy is not None else ()
         check_schedule(self.stages, epochs)
+        self.epochs = epochs
+        self.space_cfgs = stage_space_configs(space_cfg, self.stages)
+        if self.strategy is not None and self.strategy.carry not in CARRY:
+            raise DartsError(f"strategy {type(strategy).__name__} carries {self.strategy.carry!r} between stages; "
+                             f"valid choices: {', '.join(CARRY)}")
+        for index in range(1, len(self.stages)):
+            changed = changed_keys(self.space_cfgs[index - 1], self.space_cfgs[index])
+            if self.carries_state(index) and changed:
+                raise DartsError(f"strategy.stages[{index}] carries the previous stage's state (carry: state) but "
+                                 f"changes the space ({', '.join(changed)}): a supernet of another shape cannot "
+                                 "take over the old one's weights; set carry: none on that stage (a fresh "
+                                 "supernet) or drop its space overrides")
         first_keep = self.stages[0].keep_ops if self.stages else None
-        widths = {len(ops) for rows in space.edge_ops().values() for ops in rows}
+        widths = {len(ops) for rows in build_space(self.space_cfgs[0]).edge_ops().values() for ops in rows}
         if first_keep is not None and widths != {first_keep}:
             raise DartsError(f"strategy.stages[0].keep_ops={first_keep}, but the configured space's edges hold "
                              f"{' or '.join(map(str, sorted(widths)))} ops: the first stage cannot prune (no "
@@ -157,23 +201,40 @@ class StagePlan:
         self.index = 0
         self.edge_ops: dict[str, EdgeOps] | None = None
 
-    def enter(self, index: int, edge_ops: dict[str, EdgeOps] | None) -> None:
-        """Stage ``index`` from now on: the strategy takes its options (before its supernet is built)."""
+    def carries_state(self, index: int) -> bool:
+        """Whether stage ``index`` takes over the previous stage's state (``carry: state``)."""
+        return index > 0 and (self.stages[index].carry or self.strategy.carry) == "state"
+
+    def schedule_epochs(self, index: int) -> int:
+        """The epochs of the weight schedule stage ``index`` runs under: from the last stage at or
+        before it that starts afresh (the first, or one that carries ``none``) up to the next such."""
+        if not self.stages:
+            return self.epochs
+        first = max(i for i in range(index + 1) if not self.carries_state(i))
+        last = next((i for i in range(index + 1, len(self.stages)) if not self.carries_state(i)), len(self.stages))
+        return sum(stage.epochs for stage in self.stages[first:last])
+
+    def enter(self, index: int, edge_ops: dict[str, EdgeOps] | None) -> SearchSpace:
+        """Stage ``index`` from now on: the strategy takes its options (before its supernet is built);
+        returns the stage's space (its overrides, its edges' op lists)."""
         self.index, self.edge_ops = index, edge_ops
         if self.stages:   # a staged strategy without a schedule keeps its own options
             self.strategy.enter_stage(index, self.starts[index])
+        return stage_space(self.space_cfgs[index], edge_ops)
 
     def ends_stage(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` is the last of a stage that another stage follows."""
         return epoch + 1 in self.starts[1:]
 
     def kept_ops(self, space: SearchSpace) -> Kept:
-        """Per cell type and edge the columns the next stage keeps: the top ``keep_ops`` by the
-        strategy's pruning weights, or every column where the stage keeps the op count."""
-        keep = self.stages[self.index + 1].keep_ops
+        """Per cell type and edge the columns the next stage keeps: its ``keep_ops`` by the strategy's
+        pruning weights and rule (``none`` first where the stage says so), or every column where the
+        stage keeps the op count."""
+        stage = self.stages[self.index + 1]
         weights = self.strategy.pruning_weights()
-        return {cell: top_ops(weights[cell], keep) if keep is not None
-                else [list(range(len(ops))) for ops in rows] for cell, rows in space.edge_ops().items()}
+        return {cell: kept_columns(weights[cell], stage.keep_ops, self.strategy.pruning, rows, stage.drop_none_first)
+                if stage.keep_ops is not None else [list(range(len(ops))) for ops in rows]
+                for cell, rows in space.edge_ops().items()}
 
     def state(self) -> dict:
         edge_ops = None if self.edge_ops is None else {cell: [list(ops) for ops in rows]

@@ -20,12 +20,12 @@ from darts.distributed import lr_scale, shard_sizes
 from darts.early_stop import build_stop_rule
 from darts.errors import DartsError
 from darts.metrics import METRICS, check_metric, is_better
+from darts.resources import SearchResources
 from darts.engine.context import RunContext, in_layout, scaled_learning_rates
 from darts.engine.evaluate import entropy, evaluate
 from darts.engine.loop import Task
-from darts.engine.stages import StagePlan, carry_strategy, carry_supernet, edge_ops_of, stage_space
+from darts.engine.stages import StagePlan, carry_strategy, carry_supernet, edge_ops_of
 from darts.runtime import build_runtime
-from darts.spaces.base import build_space
 from darts.stages import pruned_edge_ops
 from darts.strategies.base import SupernetStrategy
 from darts.strategies.darts import preserved_bn_stats
@@ -65,10 +65,9 @@ class SupernetSearch(Task):
         self.strategy, self.name = strategy, strategy.name
         dist, device = context.dist, context.device
         self.dist = dist
-        self.space = build_space(cfg.space)
+        self.stages = StagePlan(strategy, self.search_cfg.epochs, cfg.space)
+        self.space = self.stages.enter(0, None)
         strategy.check_space(self.space)
-        self.stages = StagePlan(strategy, self.search_cfg.epochs, self.space)
-        self.stages.enter(0, None)
         distributed_cfg = cfg.get("distributed")
         global_batch = shard_sizes(distributed_cfg, self.search_cfg.batch_size, dist.world_size, "search.batch_size")
         self.data = build_search_data(cfg.dataset, global_batch, self.search_cfg.train_portion, cfg.seed, device,
@@ -89,15 +88,21 @@ class SupernetSearch(Task):
         scale = lr_scale(distributed_cfg, global_batch, self.search_cfg.batch_size)
         # The scaling rule moves the weights' learning rates only: the alphas' Adam step is left as published.
         self.optim_cfg = OmegaConf.merge(cfg.optim, {"weights": scaled_learning_rates(cfg.optim.weights, scale)})
-        strategy.setup(self.space, self.model, self.optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
+        strategy.setup(self.space, self.model, self.optim_cfg, self.stages.schedule_epochs(0), self.steps_per_epoch,
+                       self.runtime)
         # Parameters moved to the device in setup(); every rank now takes rank 0's.
         dist.broadcast_parameters(self.model)
         dist.broadcast_tensors(strategy.arch_parameters())
+        # Cost tables, the resource term in the architecture loss and budgets (darts.resources).
+        self.resources = SearchResources(cfg, strategy, info, device)
+        self.resources.use_space(self.space)
         self.alpha_batches = in_layout(self.data.alpha_stream, self.layout)
         self.genotype = None
         self.previous_genotype: str | None = None   # the last epoch's, to say whether the genotype changed
         selection = cfg.get("selection") or {}
         self.max_skip_connects = selection.get("max_skip_connects")
+        if self.resources.config.budgets:   # a budget no genotype meets fails here, before any training
+            self.resources.genotype(strategy, self.max_skip_connects)
         self.metric_key, self.metric_sense = METRICS[check_metric(selection.get("metric", "accuracy"))]
         self.best: dict | None = None                 # {"epoch", "value"} of the best evaluation so far
         self.stop_rule = build_stop_rule(cfg.get("early_stop") or {"name": "none"})
@@ -122,19 +127,25 @@ class SupernetSearch(Task):
 
     # -- stages (darts.stages) ------------------------------------------------------------------
     def enter_stage(self, index: int, edge_ops) -> None:
-        """Stage ``index`` with its per-edge ops: the strategy's options, then a new supernet set up."""
-        self.stages.enter(index, edge_ops)
-        self.space = stage_space(self.cfg.space, edge_ops)
+        """Stage ``index`` with its per-edge ops: the strategy's options, then a new supernet of the
+        stage's space set up, its weight schedule over the stage's (darts.engine.stages)."""
+        self.space = self.stages.enter(index, edge_ops)
         self.model = self.dist.prepare_model(self.strategy.build_supernet(self.space, self.num_classes,
                                                                           self.in_channels))
-        self.strategy.setup(self.space, self.model, self.optim_cfg, self.epochs, self.steps_per_epoch, self.runtime)
+        self.strategy.setup(self.space, self.model, self.optim_cfg, self.stages.schedule_epochs(index),
+                            self.steps_per_epoch, self.runtime)
+        self.resources.use_space(self.space)
 
     def next_stage(self) -> None:
-        """Prune every edge to the next stage's ops and carry the search's state over (darts.engine.stages)."""
+        """Prune every edge to the next stage's ops and, where it carries ``state``, carry the search's
+        state over (darts.engine.stages); a stage that carries ``none`` starts from its fresh supernet."""
         kept = self.stages.kept_ops(self.space)
         old_model, old_state = self.model, dict(self.strategy.checkpointables())
-        self.enter_stage(self.stages.index + 1, pruned_edge_ops(self.space.edge_ops(), kept))
-        carry_strategy(self.strategy.checkpointables(), old_state, carry_supernet(self.model, old_model, kept), kept)
+        index = self.stages.index + 1
+        self.enter_stage(index, pruned_edge_ops(self.space.edge_ops(), kept))
+        if self.stages.carries_state(index):
+            carry_strategy(self.strategy.checkpointables(), old_state, carry_supernet(self.model, old_model, kept),
+                           kept)
         self.dist.broadcast_parameters(self.model)
         self.dist.broadcast_tensors(self.strategy.arch_parameters())
 
@@ -172,8 +183,9 @@ class SupernetSearch(Task):
         if self.dist.enabled and self.strategy.arch_parameters():
             record["alpha_rank_divergence"] = self.dist.max_divergence(self.strategy.arch_parameters())
         # Every rank derives the genotype: a strategy may need collectives for it (random_ws ranks).
-        self.genotype = self.strategy.genotype(self.max_skip_connects)
+        self.genotype = self.resources.genotype(self.strategy, self.max_skip_connects)
         weights = self.strategy.mixing_weights()
+        record.update(self.resources.epoch_record(weights, self.genotype))
         for cell, cell_weights in weights.items():
             record[f"entropy_{cell}"] = entropy(cell_weights)
         record["alpha_ranking"] = ranking_digest(weights, self.space.edge_ops())
@@ -237,7 +249,7 @@ class SupernetSearch(Task):
         if decision and decision["genotype_epoch"] != history[-1]["epoch"]:
             chosen = next(record for record in history if record["epoch"] == decision["genotype_epoch"])
             return self.space.parse_genotype(chosen["genotype"])
-        return self.strategy.genotype(self.max_skip_connects)
+        return self.resources.genotype(self.strategy, self.max_skip_connects)
 
     def finish(self, run_dir: Path, logger: RunLogger, writes: bool, history: list[dict]) -> dict:
         genotype = self.chosen_genotype(history)
@@ -261,6 +273,8 @@ class SupernetSearch(Task):
             "alpha_eval_loss": last.get("alpha_eval_loss"), "alpha_eval_acc": last.get("alpha_eval_acc"),
             "weight_params": sum(p.numel() for p in self.model.parameters()),
             "runtime": self.runtime.describe(),
+            # What train_final.py's network of this genotype costs (resource.network's sizes), measured.
+            "final_network": self.resources.final_network(self.space, genotype),
         }
         if writes:
             write_json(run_dir / "genotype.json", genotype_record(genotype))

@@ -8,7 +8,6 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from darts.errors import DartsError
 from darts.runtime import upcast
@@ -113,14 +112,3 @@ def train_step(forward, inputs: torch.Tensor, targets: torch.Tensor, optimizer, 
     scaler.update()
     count = torch.full((), float(targets.shape[0]), device=targets.device)  # a fill, not a copy: no sync
     return {"loss_sum": loss.detach() * count, "correct": (logits.detach().argmax(1) == targets).sum(), "count": count}
-
-
-def multiply_adds(model: nn.Module, input_shape: tuple[int, ...], device) -> int:
-    """Exact multiply-adds of one eval-mode forward, counted by torch's FLOP counter (FLOPs / 2)."""
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    return counter.get_total_flops() // 2

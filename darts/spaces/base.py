@@ -3,8 +3,9 @@
 A search space is one subclass of :class:`SearchSpace` registered with ``@SPACES.register(name)``
 plus one file in ``conf/space/`` whose ``name`` selects it. It says, for the rest of the code:
 
-* its ops and cell topology: ``primitives``, ``cell_types`` (one alpha matrix each), ``num_edges``,
-  ``node_edges`` (which edges feed each node), ``edge_labels`` (heatmap rows);
+* its ops and cell topology: ``primitives`` (the configured ops, each conv once per activation of
+  ``space.activations``: :func:`darts.ops.expand_activations`), ``cell_types`` (one alpha matrix
+  each), ``num_edges``, ``node_edges`` (which edges feed each node), ``edge_labels`` (heatmap rows);
 * the architecture parameters' shape: ``arch_shapes()`` = {cell type: (edges, ops)};
 * the supernet: ``build_supernet(num_classes, in_channels, mixed_op)``, an ``nn.Module`` called as
   ``supernet(x, arch)`` with ``arch`` = {cell type: :class:`~darts.spaces.mixed.EdgeWeights`}
@@ -29,8 +30,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
+from darts.activations import ACTIVATIONS, DEFAULT_ACTIVATION, check_activations
 from darts.errors import DartsError
-from darts.ops import OPS
+from darts.ops import OPS, base_op, expand_activations
 from darts.registry import Registry
 
 SPACES: Registry[type["SearchSpace"]] = Registry("search space")
@@ -59,10 +61,18 @@ class SearchSpace(abc.ABC):
         if len(set(primitives)) != len(primitives):
             raise DartsError(f"space.primitives lists an op twice: {primitives}")
         OPS.check(primitives)
-        self.primitives = primitives
-        # The ops a genotype of this space may use; a space whose weight columns are not op names
-        # (per-edge op lists) keeps its op set here.
-        self.op_names = list(primitives)
+        activations = cfg.get("activations")
+        self.activations = check_activations([DEFAULT_ACTIVATION] if activations is None else activations)
+        # Each conv once per activation (darts.ops: sep_conv_3x3, sep_conv_3x3_gelu, ...): the columns
+        # the strategies search. [relu] leaves the configured list as it is.
+        expanded = expand_activations(primitives, self.activations)
+        if len(set(expanded)) != len(expanded):
+            raise DartsError(f"space.primitives with space.activations={self.activations} lists an op twice: "
+                             f"{expanded} (name each conv once, without an activation suffix)")
+        self.primitives = expanded
+        # The ops of this space (space.edge_primitives rows name ops from it); a space whose weight
+        # columns are not op names (per-edge op lists) keeps its op set here.
+        self.op_names = list(expanded)
 
     # -- topology ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -134,12 +144,21 @@ class SearchSpace(abc.ABC):
     def parse_genotype_dict(self, data):
         return self.checked(self.genotype_class.from_dict(data))
 
+    def genotype_ops(self) -> list[str]:
+        """The ops a genotype of this space may use: ``op_names``, each conv with any registered activation.
+        Which activation a conv starts with is the genotype's to say, so a cell searched with
+        ``space.activations=[relu,gelu]`` trains in a space composed with the default ``[relu]``."""
+        bases = dict.fromkeys(base_op(name) for name in self.op_names)
+        return list(dict.fromkeys(self.op_names + expand_activations(list(bases), ACTIVATIONS.names())))
+
     def checked(self, genotype):
-        """``genotype`` if its ops are all in ``op_names`` (``space.primitives``); a DartsError naming the extra ones."""
-        extra = sorted(genotype.ops() - set(self.op_names))
+        """``genotype`` if its ops are all in :meth:`genotype_ops` (``space.primitives``, any activation);
+        a DartsError naming the extra ones."""
+        extra = sorted(genotype.ops() - set(self.genotype_ops()))
         if extra:
             raise DartsError(f"genotype uses op(s) {', '.join(extra)} not in the configured op set "
-                             f"(space.primitives): {', '.join(self.op_names)}")
+                             f"(space.primitives): {', '.join(self.op_names)} (each conv with any of the "
+                             f"activations {', '.join(ACTIVATIONS.names())})")
         return genotype
 
     def random_genotype(self, seed: int):
@@ -198,6 +217,14 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def build_network(self, genotype, train_cfg, num_classes: int, in_channels: int) -> nn.Module:
         """The discrete network that final training trains from scratch."""
+
+    def network_overrides(self, train_cfg) -> dict:
+        """Space-config overrides under which this space's supernet has the cells of the final network
+        ``build_network(genotype, train_cfg, ...)`` builds (channels, depth, stem): each edge then runs
+        at the shape its op runs at in that network, which is what resource costs are measured at
+        (:mod:`darts.resources.costs`). A space that cannot say refuses resource-aware search."""
+        raise DartsError(f"the {self.name} space cannot measure what its final network's ops cost: resource-aware "
+                         "search and budgets (resource=...) need SearchSpace.network_overrides")
 
 
 def build_space(cfg) -> SearchSpace:

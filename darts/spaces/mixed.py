@@ -11,10 +11,11 @@ from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from darts.fastpath import FastPathOptions
 from darts.kernels import subsampled_halves, weighted_sum
-from darts.ops import activation_signature, build_op, is_pool
+from darts.ops import Identity, activation_signature, build_op, is_pool
 
 
 class EdgeWeights(NamedTuple):
@@ -26,11 +27,17 @@ class EdgeWeights(NamedTuple):
         off: the edge contributes nothing to its node (a sampled DARTS cell keeps two edges per node).
     edge_scales: (edges,) multipliers of each edge's output (PC-DARTS edge normalisation); None =
         every edge counts once.
+    skip_dropout: the dropout rate on every stride-1 ``skip_connect`` (Identity) output of this
+        forward, in training mode only (P-DARTS's operation-level dropout); 0 = none.
+
+    Copy one with ``_replace(...)`` to change a field, so that the fields a caller does not know of
+    carry over.
     """
 
     weights: torch.Tensor
     active: list[int | None] | None = None
     edge_scales: torch.Tensor | None = None
+    skip_dropout: float = 0.0
 
 
 ArchWeights = dict[str, EdgeWeights]
@@ -38,21 +45,25 @@ ArchWeights = dict[str, EdgeWeights]
 
 def run_edge(edge: nn.Module, h: torch.Tensor, edge_weights: EdgeWeights, index: int) -> torch.Tensor | None:
     """Edge ``index`` of a cell applied to its input ``h`` under ``edge_weights``; None for an edge
-    that is switched off (it adds nothing to its node)."""
-    weights, active, scales = edge_weights
+    that is switched off (it adds nothing to its node). A non-zero ``skip_dropout`` reaches the edge
+    as the keyword ``skip_dropout`` (an edge module that has no skip dropout need not take it, as long
+    as no strategy hands it one)."""
+    weights, active, scales, skip_dropout = edge_weights
+    extra = {"skip_dropout": skip_dropout} if skip_dropout else {}
     if active is None:
-        out = edge(h, weights[index])
+        out = edge(h, weights[index], **extra)
     elif active[index] is None:
         return None
     else:
-        out = edge(h, weights[index], active[index])
+        out = edge(h, weights[index], active[index], **extra)
     return out if scales is None else out * scales[index]
 
 
 class MixedOp(nn.Module):
     """Weighted sum of every candidate op on one edge.
 
-    forward: x (N, C, H, W), weights (ops,) [, active op index] -> (N, C, H/stride, W/stride).
+    forward: x (N, C, H, W), weights (ops,) [, active op index] [, skip_dropout rate] -> (N, C, H/stride,
+    W/stride).
 
     ``none`` is never run: it outputs zeros, so its term and its gradient are exactly zero;
     skipping it saves a launch per edge. ``pool_bn`` puts the DARTS supernet's affine-free BN after
@@ -63,6 +74,11 @@ class MixedOp(nn.Module):
     of such a group that read only the activation's subsampled halves share one subsampled copy,
     and the weighted outputs are summed by :func:`darts.kernels.weighted_sum`. Ops with another
     activation, or none, run as published.
+
+    ``skip_dropout`` p > 0 (P-DARTS, chenxin061/pdarts model_search.py lines 23-24: an ``nn.Dropout``
+    after every ``Identity`` op): in training mode the output of each stride-1 ``skip_connect`` goes
+    through ``F.dropout(p)`` before its weight multiplies it. The skip is the only op that draws random
+    numbers, so the plain and the fused forward draw the same mask from the same RNG state.
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], pool_bn: bool = True):
@@ -84,6 +100,8 @@ class MixedOp(nn.Module):
                 groups.setdefault(signature, []).append(k)
         # Only a group of two or more saves anything; a lone op runs its own forward.
         self.activation_groups = [members for members in groups.values() if len(members) > 1]
+        # The stride-1 skip_connect (a stride-2 one is a FactorizedReduce and takes no dropout, as theirs).
+        self.skips = frozenset(k for k in self.live if isinstance(self.ops[k], Identity))
         self.fused = False
 
     def configure_fast_path(self, options: FastPathOptions) -> None:
@@ -94,23 +112,31 @@ class MixedOp(nn.Module):
             return torch.zeros_like(x)
         return x.new_zeros(x.shape[0], x.shape[1], (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None) -> torch.Tensor:
+    def run_op(self, k: int, x: torch.Tensor, skip_dropout: float) -> torch.Tensor:
+        """Op ``k`` on ``x``, its output dropped out at rate ``skip_dropout`` if it is the skip."""
+        out = self.ops[k](x)
+        if skip_dropout > 0 and self.training and k in self.skips:
+            out = F.dropout(out, skip_dropout, training=True)
+        return out
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None,
+                skip_dropout: float = 0.0) -> torch.Tensor:
         if active is not None:
             if active not in self.live:
                 # Sampled `none`: zeros, but keep the weight in the graph for its gradient.
                 return self.output_shape_zero(x) * weights[active]
-            return self.ops[active](x) * weights[active]
+            return self.run_op(active, x, skip_dropout) * weights[active]
         if self.fused and self.live:
-            return self.fused_forward(x, weights)
+            return self.fused_forward(x, weights, skip_dropout)
         total = None
         for k in self.live:
-            term = self.ops[k](x) * weights[k]
+            term = self.run_op(k, x, skip_dropout) * weights[k]
             total = term if total is None else total + term
         if total is None:  # an op list of only `none`
             return self.output_shape_zero(x)
         return total
 
-    def fused_forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def fused_forward(self, x: torch.Tensor, weights: torch.Tensor, skip_dropout: float = 0.0) -> torch.Tensor:
         outputs: dict[int, torch.Tensor] = {}
         for members in self.activation_groups:
             activated = self.ops[members[0]].activation(x)
@@ -121,6 +147,7 @@ class MixedOp(nn.Module):
                     outputs[k] = self.ops[k].forward_halves(*halves)
                 else:
                     outputs[k] = self.ops[k].forward_activated(activated)
-        ordered = [outputs[k] if k in outputs else self.ops[k](x) for k in self.live]
+        # In op order, as the plain forward: the skip's dropout mask is drawn at the same RNG state.
+        ordered = [outputs[k] if k in outputs else self.run_op(k, x, skip_dropout) for k in self.live]
         return weighted_sum(weights, tuple(self.live), ordered)
 

@@ -59,6 +59,7 @@ class SupernetStrategy(Strategy):
     """One weight-sharing search method (see the module docstring for the lifecycle)."""
 
     trains = "supernet"
+    learns_architecture = True   # whether a step descends an architecture loss (random WS only samples cells)
     transform: Callable[[ArchWeights], ArchWeights] | None = None   # see constrain()
 
     def build_supernet(self, space: SearchSpace, num_classes: int, in_channels: int) -> nn.Module:
@@ -91,10 +92,21 @@ class SupernetStrategy(Strategy):
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         """{cell type: (edges, ops)} non-negative weights to log, plot and derive from."""
 
-    def genotype(self, max_skip_connects: int | None = None):
-        """The current discrete architecture: the space's rule on :meth:`mixing_weights`, with at
-        most ``max_skip_connects`` skip connections in the normal cell (P-DARTS's cap; None: no cap)."""
-        return self.space.derive(self.mixing_weights(), max_skip_connects=max_skip_connects)
+    def derive(self, weights: dict[str, torch.Tensor], max_skip_connects: int | None = None):
+        """The genotype that ``weights`` ({cell type: (edges, ops)}, as :meth:`mixing_weights` gives
+        them) make by this strategy's derivation rule: the space's, unless the strategy has its own
+        (GDAS), with at most ``max_skip_connects`` skip connections in the normal cell (P-DARTS's cap)."""
+        return self.space.derive(weights, max_skip_connects=max_skip_connects)
+
+    def genotype(self, max_skip_connects: int | None = None, budget=None):
+        """The current discrete architecture: :meth:`derive` on :meth:`mixing_weights`, with at most
+        ``max_skip_connects`` skip connections in the normal cell (None: no cap). ``budget``
+        (:class:`~darts.resources.budget.BudgetedDerivation`): the best genotype whose final network
+        meets the resource budgets, the rule run on cost-penalised weights; None: no budget."""
+        weights = self.mixing_weights()
+        if budget is None:
+            return self.derive(weights, max_skip_connects)
+        return budget.derive(lambda penalised: self.derive(penalised, max_skip_connects), weights)
 
     def constrain(self, transform: Callable[[ArchWeights], ArchWeights] | None) -> None:
         """From now on every architecture weight this strategy builds for a forward (training and

@@ -211,16 +211,16 @@ class GDAS(DARTS):
                                         chosen)
         return self.constrained(weights)
 
-    # mixing_weights(): softmax(alpha), the distribution GDAS samples from at tau = 1.
-    def genotype(self, max_skip_connects: int | None = None):
-        """The DARTS space: :func:`per_node_top_two` on softmax(alpha) of each cell; other spaces: the
-        space's rule (NAS-Bench-201: each edge's largest-weight op, as ``TinyNetworkGDAS.genotype``)."""
+    # mixing_weights(): softmax(alpha), the distribution GDAS samples from at tau = 1; genotype() derives from it.
+    def derive(self, weights: dict[str, torch.Tensor], max_skip_connects: int | None = None):
+        """The DARTS space: :func:`per_node_top_two` on each cell's weights (softmax(alpha)); other
+        spaces: the space's rule (NAS-Bench-201: each edge's largest-weight op, as ``TinyNetworkGDAS.genotype``)."""
         if self.space.name != "darts":
-            return super().genotype(max_skip_connects)
+            return super().derive(weights, max_skip_connects)
         if max_skip_connects is not None:
             raise DartsError("GDAS's per-node derivation has no skip-connection cap: set "
                              "selection.max_skip_connects=null")
-        cells = self.derived_cells()
+        cells = self.derived_cells(weights)
         concat = list(range(2 + self.space.steps - self.space.cfg.multiplier, self.space.steps + 2))
         return self.space.genotype_class(cells["normal"], concat, self.reduction_pairs(cells), concat)
 
@@ -228,8 +228,8 @@ class GDAS(DARTS):
         """The genotype's reduction cell: the derived one."""
         return cells["reduce"]
 
-    def derived_cells(self) -> dict[str, list[tuple[str, int]]]:
-        """{cell type: two (op, input) pairs per node} by :func:`per_node_top_two`."""
+    def derived_cells(self, weights: dict[str, torch.Tensor]) -> dict[str, list[tuple[str, int]]]:
+        """{cell type: two (op, input) pairs per node} by :func:`per_node_top_two` on ``weights``."""
         edge_ops, node_edges = self.space.edge_ops(), self.space.node_edges()
-        return {cell: per_node_top_two(weights, edge_ops[cell], node_edges)
-                for cell, weights in self.mixing_weights().items()}
+        return {cell: per_node_top_two(cell_weights, edge_ops[cell], node_edges)
+                for cell, cell_weights in weights.items()}

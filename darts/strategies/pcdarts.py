@@ -42,7 +42,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 class PartialChannelMixedOp(nn.Module):
     """A mixed op on the first C/K channels; the rest bypass it, then a channel shuffle.
 
-    forward: x (N, C, H, W), weights (ops,) -> (N, C, H/stride, W/stride).
+    forward: x (N, C, H, W), weights (ops,) [, active] [, skip_dropout] -> (N, C, H/stride, W/stride).
     ``self.mixed`` is a plain MixedOp over C/K channels, so ``active`` (one op
     per edge) works as for the full op.
     """
@@ -68,9 +68,11 @@ class PartialChannelMixedOp(nn.Module):
     def output_shape_zero(self, x: torch.Tensor) -> torch.Tensor:
         return self.mixed.output_shape_zero(x)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None,
+                skip_dropout: float = 0.0) -> torch.Tensor:
         through, bypass = x[:, :self.C_partial], x[:, self.C_partial:]
-        mixed = self.mixed(through, weights, active)
+        # Skip dropout (P-DARTS) acts on the skip's output, the C/K channels through the ops; the bypass is no op.
+        mixed = self.mixed(through, weights, active, skip_dropout)
         if self.stride == 2:
             # ceil_mode matches the ops' ceil(H/2) output on odd sizes (equal to floor on even ones).
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)

@@ -95,6 +95,7 @@ class RandomWS(DARTS):
     forward: full | sampled (training forward). bn: running | batch (BatchNorm while scoring)."""
 
     name = "random_ws"
+    learns_architecture = False   # it samples cells and ranks them; no step descends an architecture loss
     # The cell spaces whose supernets run one-hot EdgeWeights (the sampled cell): not the recurrent one.
     spaces = ("darts", "nb201")
 
@@ -269,18 +270,23 @@ class RandomWS(DARTS):
     def winner(self) -> Architecture | None:
         return self.ranked[0] if self.ranked else None
 
-    def genotype(self, max_skip_connects: int | None = None):
+    def genotype(self, max_skip_connects: int | None = None, budget=None):
+        """The best-ranked candidate that the space can express, with at most ``max_skip_connects``
+        skip connections in its normal cell and, under a ``budget``, a final network that meets it."""
         if not self.ranked:
             return self.space.architecture_genotype(self.placeholder())
         for candidate in self.ranked:
             if not self.expressible(candidate):
                 continue
             genotype = self.space.architecture_genotype(candidate)
-            if max_skip_connects is None or normal_cell_counts(genotype)["skip_connects"] <= max_skip_connects:
+            if max_skip_connects is not None and normal_cell_counts(genotype)["skip_connects"] > max_skip_connects:
+                continue
+            if budget is None or budget.admits(genotype):
                 return genotype
         raise DartsError(f"none of the {len(self.ranked)} ranked random_ws candidates is a genotype of the "
                          f"{self.space.name} space with at most {max_skip_connects} skip connections in its "
-                         "normal cell (selection.max_skip_connects; strategy.sample_none, strategy.num_candidates)")
+                         f"normal cell{'' if budget is None else ' whose final network meets ' + budget.text()} "
+                         "(selection.max_skip_connects; resource.max_*; strategy.sample_none, strategy.num_candidates)")
 
     def mixing_weights(self) -> dict[str, torch.Tensor]:
         """Uniform over the ops a kept edge draws from: the distribution each kept edge samples from."""

@@ -62,9 +62,15 @@ VIRIDIS_ANCHORS = (
 
 
 def op_color(op: str) -> tuple[int, int, int]:
-    """The colour of an op: from the fixed table, else derived from the name alone."""
+    """The colour of an op: from the fixed table; for an activation variant of a table op
+    (``sep_conv_3x3_gelu``: the op's name, an underscore, the activation) that op's colour, as the
+    edge's label names the activation; else derived from the name alone."""
     if op in OP_COLORS:
         return OP_COLORS[op]
+    # The longest table name the op extends, so a variant never takes a shorter op's colour.
+    variant_of = [name for name in OP_COLORS if op.startswith(f"{name}_")]
+    if variant_of:
+        return OP_COLORS[max(variant_of, key=len)]
     # crc32 rather than hash(): string hashes change from one interpreter run to the next.
     return FALLBACK_OP_COLORS[zlib.crc32(op.encode()) % len(FALLBACK_OP_COLORS)]
 

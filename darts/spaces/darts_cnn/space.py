@@ -1,6 +1,7 @@
 """The DARTS CNN space (Liu et al., 2019): a normal and a reduction cell of ``steps`` nodes, each node
-fed by every earlier node and both cell inputs; 8 candidate ops per edge, or each edge its own op
-list (``space.edge_primitives``, RobustDARTS's S1: :mod:`darts.spaces.darts_cnn.edges`)."""
+fed by every earlier node and both cell inputs; 8 candidate ops per edge (4 + 4 x the number of
+``space.activations``), or each edge its own op list (``space.edge_primitives``, RobustDARTS's S1:
+:mod:`darts.spaces.darts_cnn.edges`)."""
 from __future__ import annotations
 
 import torch
@@ -19,13 +20,17 @@ INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
 
 @SPACES.register("darts")
 class DartsSpace(SearchSpace):
-    """Config: primitives, edge_primitives, C, layers, steps, multiplier, stem_multiplier, stem_stride
-    (conf/space/darts.yaml).
+    """Config: primitives, activations, edge_primitives, C, layers, steps, multiplier, stem_multiplier,
+    stem_stride (conf/space/darts.yaml).
 
-    With ``edge_primitives`` set, ``op_names`` are the ops a genotype may use (``space.primitives``),
+    ``space.activations`` turns each conv of ``space.primitives`` into one op per activation
+    (``sep_conv_3x3``, ``sep_conv_3x3_gelu``, ...: :func:`darts.ops.expand_activations`); the cells'
+    1x1 preprocessing, FactorizedReduce, the ImageNet stems and the auxiliary head keep the published
+    ReLU. With ``edge_primitives`` set, ``op_names`` are those expanded ops (rows name ops from them,
+    taken literally: a progressive stage's pruned rows hold expanded names already),
     ``edge_ops()[cell][e]`` edge e's own ops, and ``primitives`` names the columns of the (edges, k)
-    architecture weights (:func:`~darts.spaces.darts_cnn.edges.column_labels`), so heatmaps and
-    strategies that size one-hot rows by it keep working. Without it all three are ``space.primitives``.
+    architecture weights (:func:`~darts.spaces.darts_cnn.edges.column_labels`), so heatmaps and strategies
+    that size one-hot rows by it keep working. Without it all three are the expanded ops.
     """
 
     name = "darts"
@@ -128,3 +133,12 @@ class DartsSpace(SearchSpace):
         elif in_channels != 3:
             raise DartsError(f"the ImageNet network takes 3-channel images; this dataset has {in_channels}")
         return network(**kwargs)
+
+    def network_overrides(self, train_cfg) -> dict:
+        """The supernet at the final network's C and layers, with its stem: the CIFAR stem at
+        ``train.stem_stride``, or for the ImageNet network the three-conv stem that also ends at 1/8
+        of the input (PC-DARTS's; its parameters differ, which the costs' fixed part absorbs)."""
+        if self.network_class(train_cfg.network) is NetworkCIFAR:
+            return {"C": train_cfg.C, "layers": train_cfg.layers, "stem": "cifar",
+                    "stem_stride": train_cfg.get("stem_stride", 1)}
+        return {"C": train_cfg.C, "layers": train_cfg.layers, "stem": "imagenet"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from darts.activations import DEFAULT_ACTIVATION
 from darts.errors import DartsError
 from darts.spaces.base import SPACES, Architecture, SearchSpace, positive_int
 from darts.spaces.darts_rnn.genotype import PUBLISHED, RNN_PRIMITIVES, RecurrentGenotype, derive_recurrent
@@ -47,6 +48,13 @@ class DartsRNNSpace(SearchSpace):
             raise DartsError(f"space.primitives lists an op twice: {primitives}")
         if not [name for name in primitives if name != "none"]:
             raise DartsError("the recurrent space needs an op other than 'none' in space.primitives")
+        activations = cfg.get("activations")
+        if activations is not None and (isinstance(activations, str) or list(activations) != [DEFAULT_ACTIVATION]):
+            raise DartsError(f"space.activations={activations} is for the image spaces' convs; the "
+                             "recurrent space's ops are activations themselves: choose them with "
+                             f"space.primitives (valid choices: {', '.join(RNN_PRIMITIVES)}) and leave "
+                             f"space.activations out (or [{DEFAULT_ACTIVATION}])")
+        self.activations = [DEFAULT_ACTIVATION]
         self.primitives = primitives
         self.op_names = list(primitives)
         self.steps = positive_int("space.steps", cfg.get("steps", 8))

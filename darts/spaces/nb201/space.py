@@ -21,12 +21,15 @@ from darts.spaces.nb201.supernet import NB201SuperNet
 
 @SPACES.register("nb201")
 class NB201Space(SearchSpace):
-    """Config: primitives, edge_primitives, C, N (cells per stage) (conf/space/nb201.yaml).
+    """Config: primitives, activations, edge_primitives, C, N (cells per stage) (conf/space/nb201.yaml).
 
-    With ``edge_primitives`` ({normal: six op lists}) set, ``op_names`` are the ops a genotype may use
-    (``space.primitives``), ``edge_ops()["normal"][e]`` edge e's own ops (``none`` alone allowed, as a
-    benchmark cell may hold it), and ``primitives`` names the weight columns
-    (:func:`~darts.spaces.edge_lists.column_labels`). Without it all three are ``space.primitives``.
+    ``space.activations`` turns each ``nor_conv`` into one op per activation (``nor_conv_3x3``,
+    ``nor_conv_3x3_silu``, ...: :func:`darts.ops.expand_activations`); the residual reduction blocks
+    and the final BN + ReLU keep the published ReLU. With ``edge_primitives`` ({normal: six op lists})
+    set, ``op_names`` are those expanded ops (rows name ops from them, taken literally),
+    ``edge_ops()["normal"][e]`` edge e's own ops (``none`` alone allowed, as a benchmark cell may hold
+    it), and ``primitives`` names the weight columns (:func:`~darts.spaces.edge_lists.column_labels`).
+    Without it all three are the expanded ops.
     """
 
     name = "nb201"
@@ -96,3 +99,8 @@ class NB201Space(SearchSpace):
             raise DartsError("the nb201 network has no drop path: set train.drop_path_prob=0")
         return network(C=train_cfg.C, num_classes=num_classes, N=train_cfg.get("N", 5), genotype=genotype,
                        in_channels=in_channels)
+
+    def network_overrides(self, train_cfg) -> dict:
+        """The supernet at the final network's channels and cells per stage."""
+        self.network_name(train_cfg.network)
+        return {"C": train_cfg.C, "N": train_cfg.get("N", 5)}
