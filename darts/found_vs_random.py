@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from darts.report import write_report
-from darts.sweep import job_directories, run_sweep
+from darts.sweep import search_then_train
 
 
 def main(argv: list[str]) -> Path:
@@ -38,10 +38,7 @@ def main(argv: list[str]) -> Path:
         raise SystemExit("error: --seeds needs integers like 0,1,2 and --random a count >= 0")
     root = args.dir.resolve()
     common = [f"experiment={args.experiment}", *args.overrides]
-    run_sweep("train_search.py", [*common, f"seed={','.join(seeds)}", f"hydra.sweep.dir={root / 'search'}"])
-    genotypes = job_directories(root / "search", len(seeds))   # job i searched with seed i of the list
-    genotypes += [f"random:{k}" for k in range(args.random)]
-    run_sweep("train_final.py", [*common, f"genotype={','.join(genotypes)}", f"hydra.sweep.dir={root / 'final'}"])
+    search_then_train(root, common, [f"seed={','.join(seeds)}"], len(seeds), [f"random:{k}" for k in range(args.random)])
     md_path, _ = write_report(root)
     print(md_path.read_text())
     return md_path

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from darts.report import write_report
-from darts.sweep import job_directories, run_sweep
+from darts.sweep import search_then_train
 
 
 def sweep_size(sweep: str) -> int:
@@ -41,9 +41,7 @@ def main(argv: list[str]) -> Path:
     count = sweep_size(args.sweep)
     root = args.dir.resolve()
     common = [f"experiment={args.experiment}", *args.overrides]
-    run_sweep("train_search.py", [*common, args.sweep, f"hydra.sweep.dir={root / 'search'}"])
-    genotypes = job_directories(root / "search", count)   # job i searched with value i of the sweep
-    run_sweep("train_final.py", [*common, f"genotype={','.join(genotypes)}", f"hydra.sweep.dir={root / 'final'}"])
+    search_then_train(root, common, [args.sweep], count)
     md_path, _ = write_report(root)
     print(md_path.read_text())
     return md_path

@@ -20,6 +20,12 @@ def run_sweep(script: str, overrides: list[str]) -> None:
         raise SystemExit(f"error: {script} exited {status}; the runs so far are in their directories")
 
 
-def job_directories(sweep_dir: Path, count: int) -> list[str]:
-    """The run directories of a sweep's ``count`` jobs: Hydra numbers them in the order of the swept values."""
-    return [str(sweep_dir / str(job)) for job in range(count)]
+def search_then_train(root: Path, common: list[str], search_sweep: list[str], jobs: int,
+                      other_genotypes: list[str] = ()) -> None:
+    """A search multirun (``common`` + ``search_sweep``, ``jobs`` jobs) into ``root/search``, then one
+    final-training multirun into ``root/final`` of every cell it found and ``other_genotypes``, all
+    with the same ``common`` overrides."""
+    run_sweep("train_search.py", [*common, *search_sweep, f"hydra.sweep.dir={root / 'search'}"])
+    # Hydra numbers a sweep's jobs in the order of its values: job i ran with value i.
+    genotypes = [str(root / "search" / str(job)) for job in range(jobs)] + list(other_genotypes)
+    run_sweep("train_final.py", [*common, f"genotype={','.join(genotypes)}", f"hydra.sweep.dir={root / 'final'}"])

@@ -100,9 +100,9 @@ def pareto_chart(points: list[dict], key: str, axis: str, unit: float, accuracy_
             groups.setdefault(point["label"], []).append((point[key] / unit, point["accuracy"]))
     if not groups:
         return None
-    front = [(p[key] / unit, p["accuracy"]) for p in points if on_front(p, points, key)]
-    groups["Pareto front"] = front
-    return viz.scatter_chart(groups, axis, accuracy_name, title=f"accuracy against {axis}", front=True)
+    # The front first, so that each run's own colour is drawn over it.
+    front = {"Pareto front": [(p[key] / unit, p["accuracy"]) for p in points if on_front(p, points, key)]}
+    return viz.scatter_chart(front | groups, axis, accuracy_name, title=f"accuracy against {axis}", front=True)
 
 
 def write_cost_section(root: Path, entries: list[tuple[str, dict]]) -> list[str]:

@@ -77,8 +77,9 @@ class MixedOp(nn.Module):
 
     ``skip_dropout`` p > 0 (P-DARTS, chenxin061/pdarts model_search.py lines 23-24: an ``nn.Dropout``
     after every ``Identity`` op): in training mode the output of each stride-1 ``skip_connect`` goes
-    through ``F.dropout(p)`` before its weight multiplies it. The skip is the only op that draws random
-    numbers, so the plain and the fused forward draw the same mask from the same RNG state.
+    through ``F.dropout(p)`` before its weight multiplies it. The ops that draw random numbers (this
+    dropout, RobustDARTS's ``noise``) run in op order in the plain and the fused forward alike, so both
+    draw the same values from the same RNG state.
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], pool_bn: bool = True):
