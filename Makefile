@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt pytest import-linter
+	$(VENV)/bin/pip install --quiet -r requirements.txt pytest pytest-xdist import-linter
 	touch $@
 
 $(FASHION_MNIST):
@@ -49,8 +49,9 @@ bench: setup
 	OMP_NUM_THREADS=$$(nproc) $(PY) bench/run_all.py --out outputs/bench/$(shell date +%Y-%m-%d_%H-%M-%S) \
 		$(if $(ORIGINAL),--original $(ORIGINAL))
 
+# Two or more workers (pytest-xdist, one per core, a file per worker at a time; tests/conftest.py keeps each to one thread).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -4,8 +4,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-# Tests are timed against 2 cores; more threads only add contention there.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests are timed against 2 cores; more threads only add contention there. Under pytest-xdist (make test
+# runs two workers, one per core) each worker and the scripts it starts keep to one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 # The suite runs subprocesses beside itself: idle OpenMP threads that sleep instead of spinning keep two
 # torch processes on two cores from stalling each other (README "Tests and benchmarks").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
