@@ -216,3 +216,9 @@ def test_a_binding_budget_holds_under_each_derivation_rule(strategy, space, tmp_
     results = read_json(tmp_path / "cut" / "results.json")
     assert results["final_network"]["params"] <= limit < unconstrained["params"]
     assert results["genotype_string"] != read_json(tmp_path / "free" / "results.json")["genotype_string"]
+
+
+def test_a_strategy_with_a_fixed_cell_refuses_resource_terms(tmp_path):
+    refused = run_script("train_search.py", "experiment=smoke", "strategy=gdas_frc", "resource=params",
+                         "resource.latency.cache=null", f"hydra.run.dir={tmp_path}")
+    assert_clean_failure(refused, "GDAS-FRC's fixed reduction cell has no cost table")

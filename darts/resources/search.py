@@ -26,7 +26,7 @@ class SearchResources:
 
     def __init__(self, cfg, strategy, info, device: torch.device):
         self.config: ResourceConfig = parse_resource(cfg.get("resource"))
-        self.info, self.device = info, torch.device(device)
+        self.info, self.device, self.strategy = info, torch.device(device), strategy
         options = self.config.latency
         self.latency = LatencyTable(self.device, options.cache, options.batch, options.warmup, options.repeats)
         self.term = ResourceTerm(self.config) if self.config.metric is not None else None
@@ -51,6 +51,11 @@ class SearchResources:
             return
         self.costs = measure_cost_tables(space, self.config.network, self.info.num_classes, self.info.in_channels,
                                          self.info.image_size, self.latency)
+        searched = set(self.strategy.mixing_weights())
+        if searched != set(self.costs.cell_types):
+            raise DartsError(f"strategy {self.strategy.name!r} searches the {', '.join(sorted(searched))} cell(s), but the "
+                             f"final network's cost depends on {', '.join(self.costs.cell_types)}: resource terms and "
+                             "budgets need every cell searched (GDAS-FRC's fixed reduction cell has no cost table)")
         if self.term is not None:
             self.term.use(self.costs)
 
