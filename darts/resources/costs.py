@@ -17,7 +17,7 @@ built networks); latency is a lookup-table estimate, as FBNet's and ProxylessNAS
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import OmegaConf
@@ -76,6 +76,15 @@ class CostTables:
     cell_types: tuple[str, ...]
     node_edges: list[range]
     edge_ops: dict
+    # Each table as the architecture loss needs it, moved once per (key, cell, device, dtype): the
+    # loss reads it every alpha step, and a copy to the GPU each step would be a host transfer per step.
+    placed: dict = field(default_factory=dict, repr=False)
+
+    def table_on(self, key: str, cell: str, like: torch.Tensor) -> torch.Tensor:
+        slot = (key, cell, like.device, like.dtype)
+        if slot not in self.placed:
+            self.placed[slot] = self.tables[key][cell].to(like.device, like.dtype)
+        return self.placed[slot]
 
     def expected(self, key: str, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """sum over cells, edges and ops of weight * cost: the expected cost of the searched edges
@@ -88,7 +97,7 @@ class CostTables:
             if cell_weights.shape[0] != table.shape[0] or cell_weights.shape[-1] < table.shape[-1]:
                 raise DartsError(f"{cell} weights of shape {tuple(cell_weights.shape)} do not fit the cost table's "
                                  f"{tuple(table.shape)} (edges, ops)")
-            term = (cell_weights[..., :table.shape[-1]] * table.to(cell_weights.device, cell_weights.dtype)).sum()
+            term = (cell_weights[..., :table.shape[-1]] * self.table_on(key, cell, cell_weights)).sum()
             total = term if total is None else total + term
         return total
 
