@@ -28,10 +28,14 @@ $(DOT):
 
 setup: $(VENV)/.installed $(FASHION_MNIST) $(DOT)
 
+# DEVICE=cuda runs the same demo on a GPU (make bench DEVICE=cuda likewise times the steps there).
+DEVICE_OVERRIDE := $(if $(DEVICE),device=$(DEVICE))
+
 demo: setup
-	OMP_NUM_THREADS=$$(nproc) $(PY) train_search.py experiment=fashion_mnist_cpu hydra.run.dir=$(DEMO_DIR)/search
-	OMP_NUM_THREADS=$$(nproc) $(PY) train_final.py experiment=fashion_mnist_cpu genotype=$(DEMO_DIR)/search \
-		hydra.run.dir=$(DEMO_DIR)/final
+	OMP_NUM_THREADS=$$(nproc) $(PY) train_search.py experiment=fashion_mnist_cpu $(DEVICE_OVERRIDE) \
+		hydra.run.dir=$(DEMO_DIR)/search
+	OMP_NUM_THREADS=$$(nproc) $(PY) train_final.py experiment=fashion_mnist_cpu $(DEVICE_OVERRIDE) \
+		genotype=$(DEMO_DIR)/search hydra.run.dir=$(DEMO_DIR)/final
 	$(PY) -m darts.summary $(DEMO_DIR)/search $(DEMO_DIR)/final
 
 # The found cells of 3 searches against 5 random cells of the same space, same final training
@@ -47,7 +51,7 @@ pareto: setup
 # The step benchmarks in one table (bench/run_all.py); ORIGINAL=path/to/darts/cnn adds the original code's step.
 bench: setup
 	OMP_NUM_THREADS=$$(nproc) $(PY) bench/run_all.py --out outputs/bench/$(shell date +%Y-%m-%d_%H-%M-%S) \
-		$(if $(ORIGINAL),--original $(ORIGINAL))
+		$(if $(ORIGINAL),--original $(ORIGINAL)) $(if $(DEVICE),--device $(DEVICE))
 
 # Two or more workers (pytest-xdist, one per core, a file per worker at a time; tests/conftest.py keeps each to one thread).
 test: setup

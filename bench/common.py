@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from darts.machine import peak_memory_mb  # noqa: E402,F401  (the scripts' peak figure)
 from darts.runtime import Runtime, build_runtime  # noqa: E402
 
 
@@ -40,13 +40,6 @@ def make_runtime(args, baseline: bool | None = None) -> Runtime:
                                  compile_mode="default", checkpoint_cells=args.checkpoint_cells,
                                  depthwise_grads=args.depthwise_grads, cpu_malloc=args.cpu_malloc))
     return build_runtime(fast, torch.device(args.device), deterministic=False)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or on the CPU the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def time_steps(step, device: torch.device, warmup: int, steps: int) -> float:

@@ -1,6 +1,6 @@
 """Run every step benchmark and write one table (markdown and JSON) naming the machine: ``make bench``.
 
-    python bench/run_all.py --out outputs/bench/NAME [--original ~/src/darts/cnn] [--device cpu] [--steps 4]
+    python bench/run_all.py --out outputs/bench/NAME [--original ~/src/darts/cnn] [--device cpu|cuda] [--steps N]
                             [any option of the scripts, e.g. --C 4 --layers 3 --threads 2]
 
 Each benchmark runs in its own interpreter (so each peak-memory figure is its own process's):
@@ -16,6 +16,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,19 +51,31 @@ def run_one(command: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> Path:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with the step counts of the device filled in; unknown ones in ``extra``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--original", type=Path, default=None, help="the original DARTS code's cnn/ folder")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--search-batch", type=int, default=32)
+    # A CPU step takes seconds; a GPU step milliseconds, and its first steps compile (fast path).
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 4 on a CPU, 20 on a GPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on a CPU, 3 on a GPU)")
+    parser.add_argument("--search-batch", type=int, default=None,
+                        help="default 32 on a CPU, the paper's 64 on a GPU")
     parser.add_argument("--final-batch", type=int, default=96)
     # Any other option goes to every script (--C 4 --layers 3 for a smoke run).
     args, args.extra = parser.parse_known_args(argv)
+    on_gpu = torch.device(args.device).type == "cuda"
+    args.steps = args.steps if args.steps is not None else (20 if on_gpu else 4)
+    args.warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 1)
+    args.search_batch = args.search_batch if args.search_batch is not None else (64 if on_gpu else 32)
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse(argv)
     # Before the benchmarks: the load average then says whether another process shared the cores.
-    machine = machine_description()
+    machine = machine_description(torch.device(args.device))   # names the GPU on cuda
     results = [run_one(command) for command in planned_runs(args)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")

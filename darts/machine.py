@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from pathlib import Path
 
 import torch
@@ -62,6 +63,14 @@ def machine_description(device: torch.device | None = None) -> dict:
     if device is not None and device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
     return facts
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """This process's peak memory so far, in MiB: on a GPU the most the caching allocator held for
+    tensors (``torch.cuda.max_memory_allocated``), on the CPU the peak resident set (torch included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def machine_line(facts: dict) -> str:

@@ -28,6 +28,15 @@ def search_images_per_s(search_dir: Path, search: dict) -> float | None:
     return search["epochs_run"] * search["steps_per_epoch"] * batch / search["wall_time_s"]
 
 
+def peak_memory(results: dict) -> str:
+    """'812 MB (process resident set)', '1,204 MB (GPU, allocated)', or '—' for a run that predates the record."""
+    peak = results.get("peak_memory_mb")
+    if peak is None:
+        return "—"
+    where = "GPU, allocated" if str(results.get("device", "")).startswith("cuda") else "process resident set"
+    return f"{peak:,.0f} MB ({where})"
+
+
 def summarise(search_dir: Path, final_dir: Path) -> str:
     search, final = _results(search_dir), _results(final_dir)
     rate = search_images_per_s(search_dir, search)
@@ -46,6 +55,7 @@ def summarise(search_dir: Path, final_dir: Path) -> str:
         f"test accuracy:        top-1 {final['test_top1']:.2f} %, top-5 {final['test_top5']:.2f} %",
         f"parameters:           {final['params_m']:.3f} M (without the auxiliary head), "
         f"{final['multiply_adds'] / 1e6:.1f} M multiply-adds",
+        f"peak memory:          {peak_memory(search)} search, {peak_memory(final)} final training",
         f"total wall time:      {format_seconds(search['wall_time_s'] + final['wall_time_s'])}",
         f"run directories:      {search_dir}  {final_dir}",
     ]

@@ -117,3 +117,18 @@ def test_run_all_runs_every_benchmark_and_writes_the_table(tmp_path):
     table = md_path.read_text().splitlines()
     assert [row.split(" | ")[0] for row in table[4:]] == [
         "| search step, first order", "| search step, second order", "| final training step"]
+
+
+def test_run_all_times_more_steps_at_the_papers_batch_on_a_gpu(tmp_path):
+    import run_all
+
+    def plan(*options):
+        return [" ".join(run) for run in run_all.planned_runs(run_all.parse(["--out", str(tmp_path), *options]))]
+
+    on_cpu, on_gpu = plan(), plan("--device", "cuda")
+    assert on_cpu[0] == "search_step.py --order 1 --batch 32 --device cpu --steps 4 --warmup 1 --json --baseline"
+    assert on_gpu[0] == "search_step.py --order 1 --batch 64 --device cuda --steps 20 --warmup 3 --json --baseline"
+    assert on_gpu[-1] == "final_step.py --batch 96 --device cuda --steps 20 --warmup 3 --json"
+    # What the command line says wins, and options the runner does not know go to every script.
+    assert plan("--device", "cuda", "--steps", "5", "--search-batch", "16", "--C", "4")[1] == (
+        "search_step.py --order 1 --batch 16 --device cuda --steps 5 --warmup 3 --json --C 4")

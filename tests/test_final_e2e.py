@@ -26,9 +26,10 @@ def test_smoke_final_training_from_a_genotype_string(tmp_path):
     assert result.returncode == 0, result.stderr
     results = read_json(run_dir / "results.json")
     assert results["genotype"] == PC_DARTS.to_dict()
-    for key in ("test_top1", "test_top5", "params_m", "wall_time_s", "images_per_s", "latency_ms"):
+    for key in ("test_top1", "test_top5", "params_m", "wall_time_s", "images_per_s", "latency_ms", "peak_memory_mb"):
         assert isinstance(results[key], float) and results[key] >= 0, key
     assert 0 <= results["test_top1"] <= results["test_top5"] <= 100
+    assert results["peak_memory_mb"] > 100   # the process's resident set: torch alone takes more
     assert isinstance(results["multiply_adds"], int) and results["multiply_adds"] > 0
     assert results["epochs"] == 2 and len(results["history"]) == 2
     assert results["history"][0]["drop_path_prob"] == 0.0 and results["history"][1]["drop_path_prob"] == 0.1

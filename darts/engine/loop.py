@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from darts.checkpoint import load_checkpoint, rng_state, save_atomic, seed_everything, set_rng_state
 from darts.errors import DartsError
-from darts.machine import machine_description
+from darts.machine import machine_description, peak_memory_mb
 from darts.preemption import StopCheck, StoppableRun
 from darts.engine.context import RunContext, library_versions, start_run
 from darts.tracking import MetricAccumulator, RunLogger, write_json
@@ -221,6 +221,7 @@ class Run(StoppableRun):
         results.update(epochs=self.task.epochs, steps_per_epoch=self.task.steps_per_epoch,
                        wall_time_s=self.wall_time_s, world_size=self.dist.world_size, seed=self.cfg.seed,
                        device=str(self.device), machine=machine_description(self.device), versions=library_versions(),
+                       peak_memory_mb=peak_memory_mb(self.device),
                        history=self.history)
         if self.context.writes:
             write_json(self.run_dir / "results.json", results)
