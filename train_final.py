@@ -6,11 +6,11 @@
 """
 from pathlib import Path
 
-from darts.startup import choose_omp_wait_policy
+from darts.startup import choose_openmp_settings
 
 if __name__ == "__main__":
-    # Before anything loads torch: OpenMP reads its wait policy once (spin on idle cores, sleep on shared ones).
-    choose_omp_wait_policy()
+    # Before anything loads torch, which reads them once: spin and pin on idle cores, sleep on shared ones.
+    choose_openmp_settings()
 
 import hydra  # noqa: E402  (after the policy is chosen)
 from hydra.core.hydra_config import HydraConfig

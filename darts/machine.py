@@ -43,7 +43,7 @@ def load_average() -> float | None:
 
 def machine_description(device: torch.device | None = None) -> dict:
     """{cpu, cores, torch, threads, interop_threads, cpu_capability, omp_num_threads, omp_wait_policy,
-    omp_probe_busy_cores, load_1min, gpu}."""
+    omp_probe_busy_cores, omp_proc_bind, load_1min, gpu}."""
     facts = {
         "cpu": cpu_model(),
         "cores": usable_cores(),
@@ -57,6 +57,8 @@ def machine_description(device: torch.device | None = None) -> dict:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         # Set when darts/startup.py chose PASSIVE because other processes kept this many cores busy.
         "omp_probe_busy_cores": os.environ.get("DARTS_OMP_PROBE_BUSY_CORES"),
+        # close: one OpenMP thread pinned per core (darts/startup.py, on idle cores; or the user's binding).
+        "omp_proc_bind": os.environ.get("OMP_PROC_BIND"),
         "load_1min": load_average(),
         "gpu": None,
     }
@@ -81,6 +83,8 @@ def machine_line(facts: dict) -> str:
         parts.insert(0, facts["gpu"])
     if facts.get("omp_wait_policy"):
         parts.append(f"OMP_WAIT_POLICY={facts['omp_wait_policy']}")
+    if facts.get("omp_proc_bind"):
+        parts.append(f"OMP_PROC_BIND={facts['omp_proc_bind']}")
     if facts.get("load_1min") is not None:
         parts.append(f"load {facts['load_1min']}")
     return ", ".join(parts)

@@ -29,6 +29,12 @@ def fast_cfg(**changes):
                                       compile_mode="default", checkpoint_cells=False), **changes))
 
 
+# These build a CUDA runtime on a machine without CUDA (its options resolve without a GPU), and
+# torch warns that the fp16 gradient scaler such a runtime would use is off.
+NO_CUDA_SCALER = pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+
+
+@NO_CUDA_SCALER
 def test_runtime_defaults_on_cpu_and_the_baseline():
     fast = build_runtime(fast_cfg(), CPU, deterministic=False)
     assert fast.amp_dtype is None and fast.channels_last and not fast.compile and fast.selective_grads
@@ -47,6 +53,7 @@ def test_runtime_defaults_on_cpu_and_the_baseline():
         build_runtime(fast_cfg(amp="fp8"), CPU, False)
 
 
+@NO_CUDA_SCALER
 def test_cpu_malloc_mode_is_resolved_per_device():
     assert build_runtime(fast_cfg(), CPU, False).retain_cpu_memory == (platform.libc_ver()[0] == "glibc")
     assert not build_runtime(fast_cfg(cpu_malloc="system"), CPU, False).retain_cpu_memory
