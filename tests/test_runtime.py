@@ -90,11 +90,11 @@ def test_retained_memory_serves_large_tensors_from_the_heap():
     assert mapped[True] == 0
 
 
-def strategy_with(runtime, order=1, twin_of=None):
-    """A DARTS strategy on a tiny supernet; ``twin_of``: start from a copy of that strategy's supernet
-    weights and alphas."""
+def strategy_with(runtime, order=1, twin_of=None, **options):
+    """A DARTS strategy (``options``: more of its settings) on a tiny supernet; ``twin_of``: start from a
+    copy of that strategy's supernet weights and alphas."""
     space = build_space(SPACE)
-    strategy = build_strategy(OmegaConf.create(dict(name="darts", order=order)))
+    strategy = build_strategy(OmegaConf.create(dict(name="darts", order=order, **options)))
     if twin_of is None:
         torch.manual_seed(0)
         model = strategy.build_supernet(space, 4, 3)
@@ -129,18 +129,22 @@ def test_fast_path_takes_the_same_steps_as_the_eager_baseline():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_fast_path_second_order_gradient_matches_the_baseline():
+@pytest.mark.parametrize("hessian, tolerance", [("exact", 1e-3), ("finite_difference", 2e-2)])
+def test_fast_path_second_order_gradient_matches_the_baseline(hessian, tolerance):
     # Compared before Adam: its normalisation turns float noise on near-zero gradients into full steps.
-    fast, _ = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True), order=2)
+    # The published finite difference divides by its step (0.01 / |grad|), which turns float rounding
+    # (NHWC against NCHW, one thread against two) into ~0.5 % on this network; the exact
+    # Hessian-vector product keeps the two paths within rounding.
+    fast, _ = strategy_with(Runtime(CPU, channels_last=True, depthwise_conv_grads=True), order=2, hessian=hessian)
     base, _ = strategy_with(Runtime(CPU, channels_last=False, selective_grads=False, fused_mixed_ops=False), order=2,
-                            twin_of=fast)
+                            twin_of=fast, hessian=hessian)
     data = batches()
     for strategy in (fast, base):
         strategy.weight_step(data[2])  # a momentum buffer for the virtual step
     got, _, _ = fast.unrolled_alpha_gradient(data[0], data[1])
     expected, _, _ = base.unrolled_alpha_gradient(data[0], data[1])
     for g, e in zip(got, expected):
-        assert (g - e).norm() <= 1e-3 * e.norm()
+        assert (g - e).norm() <= tolerance * e.norm()
 
 
 def test_alpha_step_computes_no_weight_gradients_on_the_fast_path():
