@@ -17,9 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from darts.startup import choose_openmp_settings  # noqa: E402
+
+if __name__ == "__main__":
+    # Before torch loads: every benchmark inherits the OpenMP settings a run would choose (darts/startup.py).
+    choose_openmp_settings()
+
+import torch  # noqa: E402
 
 from darts.machine import machine_description  # noqa: E402
 from table import bench_table  # noqa: E402

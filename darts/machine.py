@@ -26,7 +26,12 @@ def cpu_model() -> str:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask; a container's quota can be lower)."""
+    """The cores this process may run on (its affinity mask; a container's quota can be lower). Once
+    darts/startup.py has had OpenMP pin one thread per core, the main thread's own mask is one core:
+    the run's cores are the ones recorded before pinning."""
+    unpinned = os.environ.get("DARTS_UNPINNED_CPUS")
+    if unpinned:
+        return len(unpinned.split(","))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

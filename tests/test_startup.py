@@ -5,6 +5,7 @@ import os
 import torch
 
 from darts.data.batches import LoaderBatches
+from darts.machine import usable_cores
 from darts.startup import (PINNED, busy_cores, choose_openmp_settings, cpu_times, pins_threads, unpin_this_process,
                            wait_policy_for)
 
@@ -89,7 +90,7 @@ class AffinityDataset(torch.utils.data.Dataset):
         return torch.tensor([len(os.sched_getaffinity(0))]), torch.tensor(0)
 
 
-def test_dataloader_workers_of_a_pinned_main_thread_get_every_core_back(monkeypatch):
+def test_a_pinned_run_records_its_cores_and_its_dataloader_workers_get_them_back(monkeypatch):
     cores = os.sched_getaffinity(0)
     monkeypatch.setenv("DARTS_UNPINNED_CPUS", ",".join(map(str, sorted(cores))))
     os.sched_setaffinity(0, {min(cores)})   # as OpenMP pins the main thread to the first core
@@ -97,6 +98,7 @@ def test_dataloader_workers_of_a_pinned_main_thread_get_every_core_back(monkeypa
         batches = LoaderBatches(AffinityDataset(), None, 2, 0, "s", "cpu", shuffle=False, num_workers=1)
         seen = {int(count) for inputs, _ in batches.epoch(0) for count in inputs.flatten()}
         assert os.sched_getaffinity(0) == {min(cores)}   # the main thread itself stays pinned
+        assert usable_cores() == len(cores)   # what the run records and prints: its cores, not the thread's one
     finally:
         os.sched_setaffinity(0, cores)
     assert seen == {len(cores)}
