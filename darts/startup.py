@@ -14,9 +14,10 @@ that count, as ``make demo`` sets it), the threads are also pinned, one per core
 (``OMP_PROC_BIND=close``, ``OMP_PLACES=cores``): a thread the kernel moves between cores, or stacks
 two to a core for a while, holds up every parallel region, and pinned the demo's final training step
 ran 12-21 % faster on a 2-core machine (README "Tests and benchmarks"). Never with fewer threads than
-cores (every such process would pin its threads to the same first cores) nor on shared cores (a
-pinned thread cannot move off a busy one). Processes started later from the pinned main thread
-(DataLoader workers) get the cores back from :func:`unpin_this_process`.
+cores (every such process would pin its threads to the same first cores), nor on shared cores (a
+pinned thread cannot move off a busy one), nor in a multirun (a launcher's job processes would
+inherit the main thread's one core). DataLoader workers, started from the pinned main thread, get
+the cores back from :func:`unpin_this_process`.
 
 A policy or binding the user set is always kept; ``DARTS_OMP_PROBE=0`` turns the probe off. Only the
 standard library is imported here: torch must not be loaded yet.
@@ -63,17 +64,24 @@ def wait_policy_for(busy: float) -> str | None:
     return "PASSIVE" if busy >= SHARED_CORES else None
 
 
-def pins_threads(environ, cores: int) -> bool:
-    """Whether idle cores get one pinned thread each: ``OMP_NUM_THREADS`` equals ``cores`` (> 1) and
-    the user set no binding of their own (OpenMP's or the Intel and GNU runtimes' affinity variables)."""
+def is_multirun(argv: list[str]) -> bool:
+    """A Hydra multirun (``-m``, ``--multirun``, ``hydra.mode=MULTIRUN``): its launcher may start the
+    jobs as processes of the main thread, which would inherit its one pinned core."""
+    return any(arg in ("-m", "--multirun") or arg.replace(" ", "") == "hydra.mode=MULTIRUN" for arg in argv[1:])
+
+
+def pins_threads(environ, cores: int, argv: list[str] = ()) -> bool:
+    """Whether idle cores get one pinned thread each: a single run (not :func:`is_multirun`) with
+    ``OMP_NUM_THREADS`` equal to ``cores`` (> 1), and no binding of the user's own (OpenMP's or the
+    Intel and GNU runtimes' affinity variables)."""
     threads = environ.get("OMP_NUM_THREADS", "").strip()
-    return (cores > 1 and threads.isdigit() and int(threads) == cores
+    return (cores > 1 and threads.isdigit() and int(threads) == cores and not is_multirun(list(argv))
             and not any(environ.get(name) for name in AFFINITY_VARIABLES))
 
 
 def choose_openmp_settings(environ=os.environ, stat_path: Path = Path("/proc/stat"),
                            seconds: float = PROBE_SECONDS, modules=sys.modules,
-                           cpus: set[int] | None = None) -> dict[str, str]:
+                           cpus: set[int] | None = None, argv: list[str] | None = None) -> dict[str, str]:
     """Decide, from what the cores this process may run on (``cpus``, default its affinity mask) do
     right now, how OpenMP threads wait and whether they are pinned, and set that in ``environ``:
 
@@ -97,7 +105,7 @@ def choose_openmp_settings(environ=os.environ, stat_path: Path = Path("/proc/sta
     policy = wait_policy_for(busy)
     if policy is not None:
         chosen = {"OMP_WAIT_POLICY": policy, "DARTS_OMP_PROBE_BUSY_CORES": f"{busy:.2f}"}
-    elif pins_threads(environ, len(cpus)):
+    elif pins_threads(environ, len(cpus), sys.argv if argv is None else argv):
         chosen = {**PINNED, "DARTS_UNPINNED_CPUS": ",".join(str(cpu) for cpu in sorted(cpus))}
     else:
         chosen = {}

@@ -50,8 +50,8 @@ class Stat:
         return next(self.readings)
 
 
-def choose(environ, busy, **options):
-    return choose_openmp_settings(environ, Stat(busy), seconds=0, modules={}, cpus={0, 1}, **options)
+def choose(environ, busy, argv=("train_search.py",)):
+    return choose_openmp_settings(environ, Stat(busy), seconds=0, modules={}, cpus={0, 1}, argv=list(argv))
 
 
 def test_the_probe_sets_passive_on_shared_cores_and_keeps_a_users_policy():
@@ -78,6 +78,11 @@ def test_idle_cores_get_one_pinned_thread_each_only_with_one_thread_per_core():
     for variable in ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY"):
         assert not pins_threads({"OMP_NUM_THREADS": "2", variable: "x"}, 2)
     assert not pins_threads({"OMP_NUM_THREADS": "1"}, 1)   # one core: nowhere to move to anyway
+    # A multirun's launcher may start its jobs from the pinned main thread: they would share its core.
+    for multirun in (["train_search.py", "-m", "seed=0,1"], ["train_search.py", "--multirun"],
+                     ["train_final.py", "hydra.mode=MULTIRUN"]):
+        assert choose({"OMP_NUM_THREADS": "2"}, busy=0, argv=multirun) == {}
+    assert choose({"OMP_NUM_THREADS": "2"}, busy=0, argv=["train_search.py", "seed=1"]) != {}
 
 
 class AffinityDataset(torch.utils.data.Dataset):
