@@ -6,11 +6,11 @@
 """
 from pathlib import Path
 
-from darts.startup import choose_openmp_settings
+from darts.startup import choose_omp_wait_policy
 
 if __name__ == "__main__":
-    # Before anything loads torch, which reads them once: spin and pin on idle cores, sleep on shared ones.
-    choose_openmp_settings()
+    # Before anything loads torch: OpenMP reads its wait policy once (spin on idle cores, sleep on shared ones).
+    choose_omp_wait_policy()
 
 import hydra  # noqa: E402  (after the policy is chosen)
 from hydra.core.hydra_config import HydraConfig

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darts.startup import choose_openmp_settings  # noqa: E402
+from darts.startup import choose_omp_wait_policy  # noqa: E402
 
 if __name__ == "__main__":
-    # Before torch loads: every benchmark inherits the OpenMP settings a run would choose (darts/startup.py).
-    choose_openmp_settings()
+    # Before torch loads: every benchmark inherits the OpenMP wait policy a run would choose (darts/startup.py).
+    choose_omp_wait_policy()
 
 import torch  # noqa: E402
 

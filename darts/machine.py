@@ -26,12 +26,7 @@ def cpu_model() -> str:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask; a container's quota can be lower). Once
-    darts/startup.py has had OpenMP pin one thread per core, the main thread's own mask is one core:
-    the run's cores are the ones recorded before pinning."""
-    unpinned = os.environ.get("DARTS_UNPINNED_CPUS")
-    if unpinned:
-        return len(unpinned.split(","))
+    """The cores this process may run on (its affinity mask; a container's quota can be lower)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -62,7 +57,7 @@ def machine_description(device: torch.device | None = None) -> dict:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         # Set when darts/startup.py chose PASSIVE because other processes kept this many cores busy.
         "omp_probe_busy_cores": os.environ.get("DARTS_OMP_PROBE_BUSY_CORES"),
-        # close: one OpenMP thread pinned per core (darts/startup.py, on idle cores; or the user's binding).
+        # A binding of OpenMP threads to cores the user set (close, spread, true): it changes timings.
         "omp_proc_bind": os.environ.get("OMP_PROC_BIND"),
         "load_1min": load_average(),
         "gpu": None,

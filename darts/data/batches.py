@@ -20,7 +20,6 @@ from darts.data.augment import Augment, AugmentDraw
 from darts.data.datasets.base import ImageTensors
 from darts.data.seeds import batch_seed, epoch_order, stream_seed
 from darts.errors import DartsError
-from darts.startup import unpin_this_process
 
 
 def _num_batches(num_examples: int, batch_size: int, drop_last: bool) -> int:
@@ -166,11 +165,6 @@ class EpochBatchSampler(Sampler):
         return iter(self.batches(self.current_epoch, self.current_start))
 
 
-def unpin_worker(worker_id: int) -> None:
-    """A DataLoader worker's start: every core the run may use (:func:`darts.startup.unpin_this_process`)."""
-    unpin_this_process()
-
-
 class LoaderBatches:
     """Mini-batches from a torch Dataset through a DataLoader, with DeviceBatches' interface.
 
@@ -193,8 +187,6 @@ class LoaderBatches:
         self.loader = DataLoader(
             dataset, batch_sampler=self.sampler, num_workers=num_workers,
             pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
-            # Forked from a main thread that darts.startup may have pinned to one core: all cores again.
-            worker_init_fn=unpin_worker,
             # Seeds the workers' RNGs, so the transforms' randomness does not depend on the global RNG.
             # Each rank its own worker seeds: the same seeds would give every shard the same crops.
             generator=torch.Generator().manual_seed(
