@@ -1,4 +1,4 @@
-"""Shared pieces of the step benchmarks: timing, peak memory, the report."""
+"""Shared pieces of the step benchmarks: options, the runtime, timing, the report."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darts.machine import peak_memory_mb  # noqa: E402,F401  (the scripts' peak figure)
 from darts.runtime import Runtime, build_runtime  # noqa: E402
 
 

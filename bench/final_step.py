@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
+from common import base_parser, make_runtime, report, time_steps
+from darts.machine import peak_memory_mb
 from darts.spaces import DartsSpace
 from darts.spaces.darts_cnn.genotype import PRIMITIVES
 from darts.spaces.darts_cnn.network import NetworkCIFAR

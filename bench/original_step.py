@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from common import peak_memory_mb, report, time_steps
+from common import report, time_steps
+from darts.machine import peak_memory_mb
 from search_step import OPTIM, PAPER_STEPS
 
 

@@ -19,7 +19,8 @@ import inspect
 import torch
 from omegaconf import OmegaConf
 
-from common import base_parser, make_runtime, peak_memory_mb, report, time_steps
+from common import base_parser, make_runtime, report, time_steps
+from darts.machine import peak_memory_mb
 from darts.spaces import build_space
 from darts.spaces.darts_cnn.genotype import PRIMITIVES
 from darts.strategies import STRATEGIES, build_strategy

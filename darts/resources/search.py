@@ -49,13 +49,14 @@ class SearchResources:
         """Measure the cost tables of ``space``'s supernet (the search's, or a new stage's)."""
         if not self.config.active:
             return
+        # Refused before the tables are measured (a probe network and, for latency, timings of every op).
+        searched = set(self.strategy.mixing_weights())
+        if searched != set(space.cell_types):
+            raise DartsError(f"strategy {self.strategy.name!r} searches the {', '.join(sorted(searched))} cell(s), but the "
+                             f"final network's cost depends on {', '.join(space.cell_types)}: resource terms and "
+                             "budgets need every cell searched (GDAS-FRC's fixed reduction cell has no cost table)")
         self.costs = measure_cost_tables(space, self.config.network, self.info.num_classes, self.info.in_channels,
                                          self.info.image_size, self.latency)
-        searched = set(self.strategy.mixing_weights())
-        if searched != set(self.costs.cell_types):
-            raise DartsError(f"strategy {self.strategy.name!r} searches the {', '.join(sorted(searched))} cell(s), but the "
-                             f"final network's cost depends on {', '.join(self.costs.cell_types)}: resource terms and "
-                             "budgets need every cell searched (GDAS-FRC's fixed reduction cell has no cost table)")
         if self.term is not None:
             self.term.use(self.costs)
 
