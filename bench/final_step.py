@@ -3,6 +3,8 @@
     python bench/final_step.py --batch 96 --device cpu              # DARTS_V2, C=36, 20 cells, aux head
     python bench/final_step.py --batch 96 --device cpu --baseline   # eager float32
     python bench/final_step.py --batch 96 --device cuda --json
+    python bench/final_step.py --batch 128 --C 16 --layers 6 --in-channels 1 --image-size 28 --stem-stride 2 \
+        --no-auxiliary --drop-path 0 --genotype outputs/demo/DATE/search    # make demo's final step
 
 Unless --no-check, it checks on a fixed batch that the configured path's loss
 matches the eager float32 baseline's, and prints the extrapolated wall time of
@@ -11,12 +13,14 @@ the paper's CIFAR-10 training (600 epochs of 50,000 / 96 steps at batch 96).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
 from common import base_parser, make_runtime, report, time_steps
+from darts.fastpath import apply_fast_path
 from darts.machine import peak_memory_mb
 from darts.spaces import DartsSpace
 from darts.spaces.darts_cnn.genotype import PRIMITIVES
@@ -31,7 +35,9 @@ def training_step(network, forward, runtime, optimizer, batch, drop_path_prob=0.
     network.drop_path_prob = drop_path_prob
     with runtime.autocast():
         logits, logits_aux = forward(inputs)
-    loss = criterion(logits.float(), targets) + 0.4 * criterion(logits_aux.float(), targets)
+    loss = criterion(logits.float(), targets)
+    if logits_aux is not None:
+        loss = loss + 0.4 * criterion(logits_aux.float(), targets)
     optimizer.zero_grad(set_to_none=True)
     runtime.scaler.scale(loss).backward()
     runtime.scaler.unscale_(optimizer)
@@ -47,6 +53,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--genotype", default="DARTS_V2")
     parser.add_argument("--C", type=int, default=36)
     parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--stem-stride", type=int, default=1)
+    parser.add_argument("--no-auxiliary", action="store_true", help="without the auxiliary head")
+    parser.add_argument("--drop-path", type=float, default=0.2)
+    parser.add_argument("--no-shared-edges", action="store_true",
+                        help="the fast path without shared cell edges (darts/spaces/shared_edges.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,17 +67,22 @@ def main(argv=None) -> dict:
     device = runtime.device
     torch.manual_seed(0)
     space = DartsSpace(OmegaConf.create(dict(name="darts", primitives=list(PRIMITIVES))))
-    network = NetworkCIFAR(args.C, 10, args.layers, True, space.resolve_genotype(args.genotype))
+    network = NetworkCIFAR(args.C, 10, args.layers, not args.no_auxiliary, space.resolve_genotype(args.genotype),
+                           in_channels=args.in_channels, stem_stride=args.stem_stride)
     pristine = copy.deepcopy(network)
     forward = runtime.prepare(network)
+    if args.no_shared_edges:
+        apply_fast_path(network, dataclasses.replace(runtime.fast_path, shared_cell_edges=False))
     optimizer = torch.optim.SGD(network.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True)
     generator = torch.Generator().manual_seed(1)
-    batch = (torch.randn(args.batch, 3, 32, 32, generator=generator).to(device, memory_format=runtime.memory_format),
+    shape = (args.batch, args.in_channels, args.image_size, args.image_size)
+    batch = (torch.randn(*shape, generator=generator).to(device, memory_format=runtime.memory_format),
              torch.randint(0, 10, (args.batch,), generator=generator).to(device))
     network.train()
-    seconds = time_steps(lambda: training_step(network, forward, runtime, optimizer, batch), device, args.warmup,
-                         args.steps)
-    result = {"path": "baseline" if args.baseline else "fast", "batch": args.batch, "device": device.type,
+    seconds = time_steps(lambda: training_step(network, forward, runtime, optimizer, batch, args.drop_path), device,
+                         args.warmup, args.steps)
+    path = "baseline" if args.baseline else "fast, no shared edges" if args.no_shared_edges else "fast"
+    result = {"path": path, "batch": args.batch, "device": device.type,
               "ms_per_step": 1000 * seconds, "images_per_s": args.batch / seconds,
               "peak_mem_mb": peak_memory_mb(device), "runtime": runtime.describe(),
               "threads": torch.get_num_threads(), "paper_training_hours": seconds * PAPER_STEPS / 3600}

@@ -18,6 +18,7 @@ class FastPathOptions:
     fused_mixed_ops: bool = False       # a mixed op shares one activation between ops that start with the same one
     depthwise_conv_grads: bool = False  # depthwise-conv gradients as forward convolutions (darts.kernels)
     checkpoint_cells: bool = False      # recompute each cell's activations in backward instead of storing them
+    shared_cell_edges: bool = False     # a discrete cell's edges that read one state share what they compute alike
 
 
 PLAIN = FastPathOptions()

@@ -36,7 +36,7 @@ class Runtime:
     selective_grads: bool = True           # each backward asks only for the gradients its step uses
     checkpoint_cells: bool = False
     depthwise_conv_grads: bool = False     # depthwise-conv gradients by forward convolutions (darts.kernels)
-    fused_mixed_ops: bool = True           # one shared activation and an in-place weighted sum per mixed op (eager)
+    fused_mixed_ops: bool = True           # eager fusion: mixed ops and a discrete cell's edges share activations
     retain_cpu_memory: bool = False        # glibc keeps freed tensor memory mapped (see retain_freed_memory)
     dist: Distributed = field(default_factory=Distributed)   # the ranks that average gradients
 
@@ -56,8 +56,9 @@ class Runtime:
 
     @property
     def fast_path(self) -> FastPathOptions:
+        # One switch for both eager fusions (a compiled model leaves them to the compiler).
         return FastPathOptions(fused_mixed_ops=self.fused_mixed_ops, depthwise_conv_grads=self.depthwise_conv_grads,
-                               checkpoint_cells=self.checkpoint_cells)
+                               checkpoint_cells=self.checkpoint_cells, shared_cell_edges=self.fused_mixed_ops)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move ``model`` to the device and layout, hand it the fast-path options

@@ -30,6 +30,15 @@ def test_final_step_benchmark_times_and_checks_the_fast_path():
     assert REPORTED <= result.keys() and result["check_passed"], result
 
 
+def test_final_step_benchmark_times_the_demo_network_with_and_without_shared_edges():
+    # make demo's final network: one channel, 28x28 halved by the stem, no auxiliary head, no drop path.
+    demo = TINY + ["--in-channels", "1", "--image-size", "28", "--stem-stride", "2", "--no-auxiliary",
+                   "--drop-path", "0"]
+    for flags, path in (([], "fast"), (["--no-shared-edges"], "fast, no shared edges")):
+        result = final_step.main(demo + flags)
+        assert result["path"] == path and result["check_passed"], result
+
+
 # A stand-in for the original code's interface, calling .cuda() as the original does.
 STAND_IN_MODEL = """
 import torch, torch.nn as nn

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from darts.errors import DartsError
 from darts.export import count_parameters
 from darts.spaces.darts_cnn.genotype import DARTS_V2
-from darts.spaces.darts_cnn.network import AuxiliaryHeadCIFAR, Cell, NetworkCIFAR, NetworkImageNet, drop_path
+from darts.spaces.darts_cnn.auxiliary import AuxiliaryHeadCIFAR
+from darts.spaces.darts_cnn.network import Cell, NetworkCIFAR, NetworkImageNet, drop_path
 
 
 def small_cifar(auxiliary=True, genotype=DARTS_V2, C=8, layers=5, **kwargs):
