@@ -11,6 +11,8 @@ from darts.ops import OPS, activation_signature
 from darts.runtime import Runtime
 from darts.spaces.darts_cnn.genotype import DARTS_V2, Genotype
 from darts.spaces.darts_cnn.network import Cell, NetworkCIFAR
+from darts.spaces.nb201.genotype import NB201Genotype
+from darts.spaces.nb201.network import NB201Cell
 
 SHARED = FastPathOptions(shared_cell_edges=True)
 # Every state is read by two or more edges: inputs 0 and 1 three times each, node 0 twice.
@@ -64,6 +66,34 @@ def test_shared_cell_equals_the_published_one_for_every_registered_op(op_name, r
         assert shared.share_edges == shared.sharing.shares_anything and not plain.share_edges
         for drop_prob in (0.0, 0.3):
             assert_shared_equals_plain(plain, shared, size=6, drop_prob=drop_prob)
+
+
+@pytest.mark.parametrize("op_name", CHOSEN_OPS)
+def test_shared_nb201_cell_equals_the_published_one_for_every_registered_op(op_name):
+    # Node 0 feeds three edges, node 1 two: the op with itself, then with the next registered op.
+    partner = CHOSEN_OPS[(CHOSEN_OPS.index(op_name) + 1) % len(CHOSEN_OPS)]
+    for second in (op_name, partner):
+        genotype = NB201Genotype.from_string(
+            f"|{op_name}~0|+|{second}~0|{op_name}~1|+|{op_name}~0|{second}~1|{op_name}~2|")
+        torch.manual_seed(0)
+        plain = NB201Cell(genotype, 4).double().train()
+        shared = copy.deepcopy(plain)
+        apply_fast_path(shared, SHARED)
+        assert shared.share_edges == shared.sharing.shares_anything and not plain.share_edges
+        x = torch.randn(3, 4, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        results = []
+        for cell in (plain, shared):
+            inputs = x.clone().requires_grad_()
+            torch.manual_seed(2)   # noise draws the same in both
+            out = cell(inputs)
+            grads = torch.autograd.grad(out.square().sum(), [inputs, *cell.parameters()], allow_unused=True) \
+                if out.requires_grad else ()
+            results.append((out, grads))
+        torch.testing.assert_close(results[1][0], results[0][0])
+        for got, expected in zip(results[1][1], results[0][1], strict=True):
+            assert (got is None) == (expected is None)
+            if got is not None:
+                torch.testing.assert_close(got, expected)
 
 
 def test_edges_share_only_what_they_compute_alike():

@@ -28,7 +28,7 @@ from darts.errors import DartsError
 from darts.fastpath import CellCheckpointing, FastPathOptions
 from darts.kernels import concat_channels, dense_grad
 from darts.ops import build_op, is_identity
-from darts.spaces.darts_cnn.auxiliary import AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, AuxiliaryHead
+from darts.spaces.darts_cnn.auxiliary import AuxiliaryHead, AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet
 from darts.spaces.darts_cnn.fixed_reduction import FixedReductionCell, input_preprocessing
 from darts.spaces.darts_cnn.genotype import Genotype
 from darts.spaces.shared_edges import EdgeSharing

@@ -9,11 +9,12 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.fastpath import CellCheckpointing
+from darts.fastpath import CellCheckpointing, FastPathOptions
 from darts.kernels import dense_grad
 from darts.ops import ReLUConvBN, build_op
 from darts.spaces.base import positive_int
 from darts.spaces.nb201.genotype import NB201_NODES, NB201Genotype
+from darts.spaces.shared_edges import EdgeSharing
 
 class ResidualReduction(nn.Module):
     """The benchmark's ResNetBasicblock at stride 2, between stages.
@@ -42,7 +43,9 @@ def stage_plan(C: int, N: int) -> list[tuple[int, bool]]:
 
 class NB201Cell(nn.Module):
     """The discrete cell: each edge its chosen op (affine BN); ``none`` edges add nothing.
-    (N, C, H, W) -> (N, C, H, W)."""
+    (N, C, H, W) -> (N, C, H, W). Fast path (``shared_cell_edges``): edges that read one node and
+    start with the same activation, or hold the same parameter-free op, share one computation of it
+    (:class:`darts.spaces.shared_edges.EdgeSharing`)."""
 
     def __init__(self, genotype: NB201Genotype, C: int):
         super().__init__()
@@ -50,15 +53,22 @@ class NB201Cell(nn.Module):
         # Every edge gets a module (``none`` is a parameterless Zero) so that state-dict keys name
         # edges by their position whatever the genotype.
         self.ops = nn.ModuleList(build_op(op, C, 1, affine=True) for op in self.op_names)
+        sources = [source for target in range(1, NB201_NODES) for source in range(target)]
+        self.sharing = EdgeSharing(self.ops, self.op_names, sources)
+        self.share_edges = False
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.share_edges = options.shared_cell_edges and self.sharing.shares_anything
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         edge = 0
+        memo = {} if self.share_edges else None   # this pass's shared activations and op outputs
         for target in range(1, NB201_NODES):
             total = None
             for source in range(target):
                 if self.op_names[edge] != "none":
-                    out = self.ops[edge](nodes[source])
+                    out = self.sharing.run(edge, self.ops[edge], nodes[source], memo)
                     total = out if total is None else total + out
                 edge += 1
             nodes.append(torch.zeros_like(x) if total is None else total)
