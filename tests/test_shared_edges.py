@@ -35,17 +35,16 @@ def cell_pair(genotype: Genotype, reduction: bool):
     return plain, shared
 
 
-def assert_shared_equals_plain(plain, shared, size: int, drop_prob: float):
-    """Output, input gradients and parameter gradients agree, drop path drawn from one seed in both."""
-    gen = torch.Generator().manual_seed(1)
-    s0, s1 = (torch.randn(3, 6, size, size, dtype=torch.float64, generator=gen) for _ in range(2))
+def assert_same_function(plain, shared, inputs, call):
+    """``call(cell, leaves)`` gives the same output, input gradients and parameter gradients for both
+    cells; ops with random outputs (noise) draw from one seed in both."""
     results = []
     for cell in (plain, shared):
-        inputs = [s0.clone().requires_grad_(), s1.clone().requires_grad_()]
-        torch.manual_seed(2)   # ops with random outputs (noise) draw the same in both
-        out = cell(*inputs, drop_prob=drop_prob, generator=torch.Generator().manual_seed(3))
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        torch.manual_seed(2)
+        out = call(cell, leaves)
         # A cell of `noise` ops alone outputs a draw that depends on nothing: no gradients to compare.
-        grads = torch.autograd.grad(out.square().sum(), [*inputs, *cell.parameters()], allow_unused=True) \
+        grads = torch.autograd.grad(out.square().sum(), [*leaves, *cell.parameters()], allow_unused=True) \
             if out.requires_grad else ()
         results.append((out, grads))
     torch.testing.assert_close(results[1][0], results[0][0])
@@ -54,6 +53,14 @@ def assert_shared_equals_plain(plain, shared, size: int, drop_prob: float):
         assert (got is None) == (expected is None)
         if got is not None:
             torch.testing.assert_close(got, expected)
+
+
+def assert_shared_equals_plain(plain, shared, size: int, drop_prob: float):
+    """Output, input gradients and parameter gradients agree, drop path drawn from one seed in both."""
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(3, 6, size, size, dtype=torch.float64, generator=gen) for _ in range(2)]
+    assert_same_function(plain, shared, inputs, lambda cell, states: cell(
+        *states, drop_prob=drop_prob, generator=torch.Generator().manual_seed(3)))
 
 
 @pytest.mark.parametrize("reduction", [False, True])
@@ -81,19 +88,7 @@ def test_shared_nb201_cell_equals_the_published_one_for_every_registered_op(op_n
         apply_fast_path(shared, SHARED)
         assert shared.share_edges == shared.sharing.shares_anything and not plain.share_edges
         x = torch.randn(3, 4, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-        results = []
-        for cell in (plain, shared):
-            inputs = x.clone().requires_grad_()
-            torch.manual_seed(2)   # noise draws the same in both
-            out = cell(inputs)
-            grads = torch.autograd.grad(out.square().sum(), [inputs, *cell.parameters()], allow_unused=True) \
-                if out.requires_grad else ()
-            results.append((out, grads))
-        torch.testing.assert_close(results[1][0], results[0][0])
-        for got, expected in zip(results[1][1], results[0][1], strict=True):
-            assert (got is None) == (expected is None)
-            if got is not None:
-                torch.testing.assert_close(got, expected)
+        assert_same_function(plain, shared, [x], lambda cell, nodes: cell(*nodes))
 
 
 def test_edges_share_only_what_they_compute_alike():

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from darts.fastpath import FastPathOptions
 from darts.ops import activation_signature, has_random_output
 
 SharingKey = tuple[str, int, str]
@@ -77,3 +78,22 @@ class EdgeSharing:
         if key not in memo:
             memo[key] = op.activation(state)
         return op.forward_activated(memo[key])
+
+
+class SharedEdgesCell:
+    """For a discrete cell (a module mixin): :meth:`plan_sharing` once its ops are built, then
+    ``self.sharing.run(edge, op, state, self.edge_memo())`` per edge and pass. Takes
+    ``shared_cell_edges`` from the fast-path options; ``edge_memo()`` is None on the plain path."""
+
+    sharing: EdgeSharing
+    share_edges = False
+
+    def plan_sharing(self, ops: Sequence[nn.Module], op_names: Sequence[str], inputs: Sequence[int]) -> None:
+        self.sharing = EdgeSharing(ops, op_names, inputs)
+
+    def configure_fast_path(self, options: FastPathOptions) -> None:
+        self.share_edges = options.shared_cell_edges and self.sharing.shares_anything
+
+    def edge_memo(self) -> dict | None:
+        """A fresh memo for one forward pass, or None (every edge runs its own forward)."""
+        return {} if self.share_edges else None

@@ -25,13 +25,13 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.fastpath import CellCheckpointing, FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import concat_channels, dense_grad
 from darts.ops import build_op, is_identity
 from darts.spaces.darts_cnn.auxiliary import AuxiliaryHead, AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet
 from darts.spaces.darts_cnn.fixed_reduction import FixedReductionCell, input_preprocessing
 from darts.spaces.darts_cnn.genotype import Genotype
-from darts.spaces.shared_edges import EdgeSharing
+from darts.spaces.shared_edges import SharedEdgesCell
 
 # Final-network convention from the published code: the CIFAR stem widens to 3 * C.
 CIFAR_STEM_MULTIPLIER = 3
@@ -67,7 +67,7 @@ def drop_path(x: torch.Tensor, drop_prob: float, generator: torch.Generator | No
 # ---------------------------------------------------------------------------
 # Cell
 # ---------------------------------------------------------------------------
-class Cell(nn.Module):
+class Cell(SharedEdgesCell, nn.Module):
     """One discrete cell, built from the normal or the reduction half of a genotype.
 
     Inputs ``s0`` (N, C_prev_prev, H0, W0) and ``s1`` (N, C_prev, H, W) are the
@@ -78,9 +78,9 @@ class Cell(nn.Module):
     H' = H / 2 in a reduction cell (stride 2 on the edges from the two inputs)
     and H otherwise; ``multiplier = len(concat)``.
 
-    Fast path (``configure_fast_path``: ``shared_cell_edges``): edges that read one state and start with
-    the same activation, or hold the same parameter-free op, share one computation of it
-    (:class:`darts.spaces.shared_edges.EdgeSharing`).
+    Fast path (``shared_cell_edges``, :class:`darts.spaces.shared_edges.SharedEdgesCell`): edges that
+    read one state and start with the same activation, or hold the same parameter-free op, share one
+    computation of it.
     """
 
     def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int,
@@ -106,11 +106,7 @@ class Cell(nn.Module):
             self.ops.append(build_op(op_name, C, stride, affine=True))
         self.concat = tuple(concat)
         self.multiplier = len(self.concat)
-        self.sharing = EdgeSharing(self.ops, self.op_names, self.inputs)
-        self.share_edges = False
-
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.share_edges = options.shared_cell_edges and self.sharing.shares_anything
+        self.plan_sharing(self.ops, self.op_names, self.inputs)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -121,7 +117,7 @@ class Cell(nn.Module):
         """
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         apply_drop_path = self.training and drop_prob > 0.0
-        memo = {} if self.share_edges else None   # this pass's shared activations and op outputs
+        memo = self.edge_memo()   # this pass's shared activations and op outputs (fast path)
         for node in range(self.steps):
             node_sum = None
             for edge in (2 * node, 2 * node + 1):

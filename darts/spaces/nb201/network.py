@@ -9,12 +9,12 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from darts.errors import DartsError
-from darts.fastpath import CellCheckpointing, FastPathOptions
+from darts.fastpath import CellCheckpointing
 from darts.kernels import dense_grad
 from darts.ops import ReLUConvBN, build_op
 from darts.spaces.base import positive_int
 from darts.spaces.nb201.genotype import NB201_NODES, NB201Genotype
-from darts.spaces.shared_edges import EdgeSharing
+from darts.spaces.shared_edges import SharedEdgesCell
 
 class ResidualReduction(nn.Module):
     """The benchmark's ResNetBasicblock at stride 2, between stages.
@@ -41,11 +41,11 @@ def stage_plan(C: int, N: int) -> list[tuple[int, bool]]:
             + [(4 * C, True)] + [(4 * C, False)] * N)
 
 
-class NB201Cell(nn.Module):
+class NB201Cell(SharedEdgesCell, nn.Module):
     """The discrete cell: each edge its chosen op (affine BN); ``none`` edges add nothing.
     (N, C, H, W) -> (N, C, H, W). Fast path (``shared_cell_edges``): edges that read one node and
     start with the same activation, or hold the same parameter-free op, share one computation of it
-    (:class:`darts.spaces.shared_edges.EdgeSharing`)."""
+    (:class:`darts.spaces.shared_edges.SharedEdgesCell`)."""
 
     def __init__(self, genotype: NB201Genotype, C: int):
         super().__init__()
@@ -54,16 +54,12 @@ class NB201Cell(nn.Module):
         # edges by their position whatever the genotype.
         self.ops = nn.ModuleList(build_op(op, C, 1, affine=True) for op in self.op_names)
         sources = [source for target in range(1, NB201_NODES) for source in range(target)]
-        self.sharing = EdgeSharing(self.ops, self.op_names, sources)
-        self.share_edges = False
-
-    def configure_fast_path(self, options: FastPathOptions) -> None:
-        self.share_edges = options.shared_cell_edges and self.sharing.shares_anything
+        self.plan_sharing(self.ops, self.op_names, sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         edge = 0
-        memo = {} if self.share_edges else None   # this pass's shared activations and op outputs
+        memo = self.edge_memo()   # this pass's shared activations and op outputs (fast path)
         for target in range(1, NB201_NODES):
             total = None
             for source in range(target):
